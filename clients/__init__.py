@@ -1,0 +1,1 @@
+"""neurocast.clients."""

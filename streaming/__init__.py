@@ -1,0 +1,1 @@
+"""Sources, ring buffer, windows, online preprocessing and the decode loop."""
