@@ -110,10 +110,12 @@ class RingBuffer:
 
     Notes
     -----
-    Thread safety: one writer and many readers. The writer publishes a sample count only after
-    the samples are in place; a reader copies, then checks that the writer did not overwrite
-    what it copied meanwhile, and retries if it did (a sequence-lock, so readers never block
-    the writer).
+    Thread safety: one writer and many readers. The writer announces how far it is about to
+    write before touching the arrays and publishes the new sample count only after the samples
+    are in place; a reader copies, then checks against the announced count that the writer did
+    not overwrite what it copied meanwhile (a sequence lock, so readers never block the
+    writer). :meth:`latest` then retries on the newer data; :meth:`read` of a fixed range
+    raises :class:`NotEnoughDataError`.
     """
 
     def __init__(
@@ -140,7 +142,9 @@ class RingBuffer:
         self._data = np.zeros((self.n_channels, self.capacity), dtype=np.float32)
         self._times = np.zeros(self.capacity, dtype=np.float64)
         self._n_written = 0  # published total; only the writer changes it
-        self._segment_start = 0  # first index after the latest backward clock jump
+        self._n_reserved = 0  # total once the write in progress is done (>= _n_written)
+        # (n_written, first index after the latest backward clock jump), published together
+        self._segment: tuple[int, int] = (0, 0)
         self._issues: deque[TimestampIssue] = deque(maxlen=max_issues)
         self._issue_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -170,7 +174,8 @@ class RingBuffer:
         chunk : array, shape (n_samples, n_channels)
             Samples in sample-major order, as LSL and FieldTrip deliver them.
         timestamps : array, shape (n_samples,)
-            Source-clock time of each sample in seconds, strictly increasing within the chunk.
+            Source-clock time of each sample in seconds, finite and strictly increasing within
+            the chunk.
 
         Returns
         -------
@@ -182,7 +187,8 @@ class RingBuffer:
         ------
         ValueError
             If the channel count differs from the buffer's, the timestamp count differs from
-            the sample count, or timestamps are not strictly increasing within the chunk.
+            the sample count, or timestamps are not finite or not strictly increasing within
+            the chunk.
             Nothing is written in that case.
         """
         arr = np.asarray(chunk)
@@ -200,6 +206,12 @@ class RingBuffer:
             raise ValueError(f"Got {n} samples but {ts.shape[0]} timestamps; they must match.")
         if n == 0:
             return []
+        if not np.isfinite(ts).all():
+            bad = int(np.argmin(np.isfinite(ts)))
+            raise ValueError(
+                f"Timestamps must be finite; sample {bad} of the chunk has t={ts[bad]} s. "
+                "Nothing was written. Check the source's clock."
+            )
         if n > 1:
             steps = np.diff(ts)
             if not np.all(steps > 0):
@@ -209,13 +221,14 @@ class RingBuffer:
                     f"{bad + 1} has t={ts[bad + 1]:.6f} s after t={ts[bad]:.6f} s. Nothing was "
                     "written. Check the source's clock or resample its timestamps."
                 )
-        found = self._find_issues(arr, ts, steps if n > 1 else None)
+        found, segment_start = self._find_issues(arr, ts, steps if n > 1 else None)
         if n > self.capacity:  # only the newest samples fit
             arr, ts = arr[-self.capacity :], ts[-self.capacity :]
             skip = n - self.capacity
         else:
             skip = 0
         start = (self._n_written + skip) % self.capacity
+        self._n_reserved = self._n_written + n  # before any sample is overwritten
         m = arr.shape[0]
         first = min(m, self.capacity - start)
         self._data[:, start : start + first] = arr[:first].T
@@ -225,20 +238,23 @@ class RingBuffer:
             self._times[: m - first] = ts[first:]
         with self._cond:
             self._n_written += n
+            self._segment = (self._n_written, segment_start)
             self._cond.notify_all()
         return found
 
     def _find_issues(
         self, arr: NDArray, ts: NDArray[np.float64], steps: NDArray[np.float64] | None
-    ) -> list[TimestampIssue]:
+    ) -> tuple[list[TimestampIssue], int]:
+        """Issues in a chunk about to be written, and the segment start after it."""
         found: list[TimestampIssue] = []
         base = self._n_written
+        segment_start = self._segment[1]
         last = self.last_timestamp
         if last is not None:
             step = ts[0] - last
             if step <= 0:
                 found.append(TimestampIssue("clock_jump_backward", base, last, float(ts[0])))
-                self._segment_start = base
+                segment_start = base
             elif step > self._jump_s:
                 found.append(TimestampIssue("clock_jump_forward", base, last, float(ts[0])))
             elif step > self._gap_s:
@@ -263,7 +279,7 @@ class RingBuffer:
         if found:
             with self._issue_lock:
                 self._issues.extend(found)
-        return found
+        return found, segment_start
 
     def wait_for(self, n_written: int, timeout: float | None = None) -> bool:
         """Block until at least ``n_written`` samples exist in total, or ``timeout`` seconds.
@@ -291,11 +307,16 @@ class RingBuffer:
         NotEnoughDataError
             If no held sample is at or before ``t``.
         """
-        n = self._n_written
-        lo = max(n - self.capacity, self._segment_start)
-        if n == lo:
-            raise NotEnoughDataError("The buffer holds no samples yet.")
-        stop = lo + self._search_wrapped(lo, n, t)
+        while True:
+            n, segment_start = self._segment
+            lo = max(self._n_reserved - self.capacity, segment_start)
+            if n == 0:
+                raise NotEnoughDataError("The buffer holds no samples yet.")
+            if n <= lo:
+                continue  # a chunk longer than the buffer is being written: wait for it
+            stop = lo + self._search_wrapped(lo, n, t)
+            if self._n_reserved - self.capacity <= lo:
+                break  # no timestamp searched was overwritten meanwhile
         if stop == lo:
             raise NotEnoughDataError(
                 f"No sample at or before t={t:.6f} s is still held (oldest held: "
@@ -333,8 +354,13 @@ class RingBuffer:
         NotEnoughDataError
             If fewer than ``n_samples`` samples exist up to ``t``, or they were overwritten.
         """
-        stop = self._n_written if t is None else self.index_at(t)
-        return self.read(stop - n_samples, stop)
+        while True:
+            stop = self._n_written if t is None else self.index_at(t)
+            try:
+                return self.read(stop - n_samples, stop)
+            except NotEnoughDataError:
+                if self._n_reserved - self.capacity <= stop - n_samples:
+                    raise  # not a lap by the writer: the data does not exist (yet)
 
     def read(self, start: int, stop: int) -> Window:
         """Read samples ``start`` to ``stop`` (absolute indices, ``stop`` exclusive).
@@ -368,8 +394,8 @@ class RingBuffer:
             data[:, first:] = self._data[:, : n - first]
             times[first:] = self._times[: n - first]
         # The writer may have lapped us while we copied: anything older than
-        # n_written - capacity may have been overwritten.
-        if self._n_written - self.capacity > start:
+        # n_reserved - capacity may have been (or be being) overwritten.
+        if self._n_reserved - self.capacity > start:
             raise NotEnoughDataError(
                 f"Samples from index {start} were overwritten while being read; the buffer "
                 f"({self.capacity} samples) is too small for this reader's pace."

@@ -1,0 +1,131 @@
+"""The FastAPI application: ``create_app(settings)`` builds one service instance."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, status
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .config import Settings
+from .deps import AppState
+from .errors import ApiError
+from .jobs import JobManager
+from .metrics import Metrics
+from .registry import ModelRegistry
+from .routers import decode, health, models, sessions
+from .sessions import SessionManager
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "upload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+}
+
+
+def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
+    """Build the service.
+
+    Parameters
+    ----------
+    settings : Settings | None
+        Configuration (default: from ``NEUROCAST_*`` environment variables).
+    registry : ModelRegistry | None
+        The models to offer (default: found in ``settings.models_dir`` and the package).
+
+    Returns
+    -------
+    app : FastAPI
+        Ready to run under uvicorn; sessions and jobs stop when it shuts down.
+    """
+    settings = settings or Settings.from_env()
+    registry = registry or ModelRegistry.from_settings(settings)
+    manager: SessionManager
+
+    metrics = Metrics(lambda: manager.statuses())
+    manager = SessionManager(settings, registry, metrics)
+    jobs = JobManager(settings.job_workers, settings.max_jobs, metrics)
+    state = AppState(settings, registry, metrics, manager, jobs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.token_generated:
+            logger.warning(
+                "No NEUROCAST_TOKEN set; this run's token is %s", settings.effective_token
+            )
+        yield
+        await manager.shutdown()
+        await asyncio.to_thread(jobs.shutdown)
+
+    app = FastAPI(
+        title="neurocast",
+        summary="Real-time MEG/EEG decoding: live sessions over WebSocket, batch jobs over REST.",
+        version="1",
+        lifespan=lifespan,
+        max_body_size=settings.max_upload_bytes,
+    )
+    app.state.neurocast = state
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    _install_error_handlers(app, settings)
+    for router in (health.router, models.router, sessions.router, decode.router):
+        app.include_router(router)
+    app.include_router(sessions.ws_router)
+    app.mount("/dashboard", StaticFiles(directory=STATIC_DIR, html=True), name="dashboard")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard/")
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(
+            {"code": exc.code, "detail": exc.detail}, status_code=exc.status_code, headers=headers
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        detail = str(exc.detail)
+        if exc.status_code == status.HTTP_413_CONTENT_TOO_LARGE:
+            mib = settings.max_upload_bytes / 1024**2
+            detail = (
+                f"The request body exceeds this server's limit of {mib:.0f} MiB; decode the file "
+                f"by path under the data root instead, or raise NEUROCAST_MAX_UPLOAD_MB."
+            )
+        elif exc.status_code == status.HTTP_404_NOT_FOUND and detail == "Not Found":
+            detail = f"No route {request.url.path}; see /docs for the API."
+        return JSONResponse(
+            {"code": code, "detail": detail},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )

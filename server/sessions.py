@@ -1,0 +1,301 @@
+"""Live decoding sessions: a source, some models, a DecodeLoop and a WebSocket hub each.
+
+Opening a source can block (an LSL resolve waits for its timeout, a FieldTrip server may not
+answer), so sessions open and stop in worker threads and the event loop never waits on a device.
+A session whose source cannot be opened, or whose models do not fit the stream, ends in the
+``failed`` state with the reason in ``error``; it stays listed until deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+import numpy as np
+from fastapi import status as http
+
+from ..streaming.loop import DecodeLoop
+from ..streaming.pipeline import WindowModel
+from ..streaming.spec import ReplaySpec, SimulatorSpec, SourceSpec, open_source
+from .config import Settings
+from .errors import ApiError, not_found, resolve_under_root
+from .hub import Hub, Outgoing
+from .metrics import Metrics
+from .records import dumps
+from .registry import ModelRegistry
+from .schemas import Percentiles, SessionCreate, SessionState, SessionStatus, StreamSummary
+
+logger = logging.getLogger(__name__)
+
+_STAGE_KEYS = {
+    "acquisition": "acquisition_ms",
+    "preprocessing": "preprocessing_ms",
+    "inference": "inference_ms",
+    "total": "total_ms",
+}
+
+
+class Session:
+    """One live decoding session.
+
+    Parameters
+    ----------
+    request : SessionCreate
+        What the client asked for.
+    source_spec : SourceSpec
+        The spec actually opened (paths resolved under the data root).
+    models : list of WindowModel
+        The decoders, already loaded.
+    hub : Hub
+        Fan-out to WebSocket clients.
+    """
+
+    def __init__(
+        self,
+        request: SessionCreate,
+        source_spec: SourceSpec,
+        models: list[WindowModel],
+        hub: Hub,
+    ) -> None:
+        self.id = hub.session_id
+        self.request = request
+        self.created_at = time.time()
+        self.hub = hub
+        self.loop = DecodeLoop(
+            open_source(source_spec), models, hub.publish_threadsafe, stride_s=request.stride_s
+        )
+        self._state: SessionState = "starting"
+        self._error: str | None = None
+        self.started = asyncio.Event()
+
+    async def start(self) -> None:
+        """Open the source and start decoding (in a worker thread); never raises."""
+        try:
+            await asyncio.to_thread(self.loop.start)
+        except Exception as exc:
+            self._error = _reason(exc)
+            self._state = "failed"
+            logger.warning("Session %s failed to start: %s", self.id, self._error)
+        else:
+            if self._state == "stopped":  # deleted while the source was opening
+                await asyncio.to_thread(self.loop.stop)
+            else:
+                self._state = "running"
+        finally:
+            self.started.set()
+
+    async def stop(self) -> None:
+        """Stop decoding and close the source (in a worker thread); safe to call twice."""
+        previous = self._state
+        self._state = "stopped"
+        if previous != "starting":
+            await asyncio.to_thread(self.loop.stop)
+
+    @property
+    def simulated(self) -> bool:
+        """True when the stream is simulated (known from the spec before the source opens)."""
+        if isinstance(self.request.source, SimulatorSpec):
+            return True
+        return self.loop.engine is not None and self.loop.engine.stream.simulated
+
+    def state(self) -> tuple[SessionState, str | None]:
+        """The session's state and, when it failed, why."""
+        if self._state == "running":
+            stats = self.loop.stats()
+            state: SessionState = "running" if stats.status == "starting" else stats.status
+            return state, stats.error if state == "failed" else None
+        return self._state, self._error
+
+    def status(self) -> SessionStatus:
+        """Current state, counters and latency percentiles."""
+        stats = self.loop.stats() if self.loop.engine is not None else None
+        state, error = self.state()
+        latency = {}
+        if stats is not None:
+            for stage, key in _STAGE_KEYS.items():
+                if key in stats.latency_p50_ms:
+                    latency[stage] = Percentiles(
+                        p50_ms=stats.latency_p50_ms[key], p99_ms=stats.latency_p99_ms[key]
+                    )
+        if self.hub.delivery_ms:
+            p50, p99 = np.percentile(np.fromiter(self.hub.delivery_ms, float), [50, 99])
+            latency["delivery"] = Percentiles(p50_ms=float(p50), p99_ms=float(p99))
+        stream = None
+        if self.loop.engine is not None:
+            info = self.loop.engine.stream
+            stream = StreamSummary(
+                name=info.name,
+                source_id=info.source_id,
+                n_channels=info.n_channels,
+                sfreq_hz=info.sfreq,
+                simulated=info.simulated,
+            )
+        return SessionStatus(
+            id=self.id,
+            name=self.request.name,
+            status=state,
+            error=error,
+            source=self.request.source,
+            models=list(self.request.models),
+            simulated=self.simulated,
+            stream=stream,
+            created_at=self.created_at,
+            stride_s=self.request.stride_s,
+            n_decoded=stats.n_decoded if stats else 0,
+            n_skipped=stats.n_skipped if stats else 0,
+            decode_rate_hz=stats.decode_rate_hz if stats else 0.0,
+            latency=latency,
+            subscribers=len(self.hub.subscribers),
+            dropped_messages=self.hub.total_dropped,
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class SessionManager:
+    """Creates, lists and stops sessions, and sends their periodic status to subscribers.
+
+    Parameters
+    ----------
+    settings : Settings
+        Limits (sessions, queue size, status period) and the data root.
+    registry : ModelRegistry
+        Where model ids are looked up.
+    metrics : Metrics
+        Where results, deliveries and drops are counted.
+    """
+
+    def __init__(self, settings: Settings, registry: ModelRegistry, metrics: Metrics) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self.sessions: dict[str, Session] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._last_state: dict[str, SessionState] = {}
+
+    def statuses(self) -> list[SessionStatus]:
+        """Status of every session."""
+        return [s.status() for s in list(self.sessions.values())]
+
+    def get(self, session_id: str) -> Session:
+        """The session with this id.
+
+        Raises
+        ------
+        ApiError
+            404 when there is none.
+        """
+        try:
+            return self.sessions[session_id]
+        except KeyError:
+            raise not_found("session", session_id, "/v1/sessions") from None
+
+    async def create(self, request: SessionCreate) -> Session:
+        """Validate a request, start the session and wait briefly for its source to open.
+
+        Raises
+        ------
+        ApiError
+            422 for an unknown model, 403/404 for a file path outside the data root or missing,
+            429 when the session limit is reached.
+        """
+        if len(self.sessions) >= self.settings.max_sessions:
+            raise ApiError(
+                http.HTTP_429_TOO_MANY_REQUESTS,
+                "too_many_sessions",
+                f"This server runs at most {self.settings.max_sessions} sessions; delete one "
+                f"(DELETE /v1/sessions/{{id}}) or raise NEUROCAST_MAX_SESSIONS.",
+            )
+        models = [self.registry.window_model(m) for m in request.models]
+        spec = self._resolve_paths(request.source)
+        loop = asyncio.get_running_loop()
+        session_id = uuid.uuid4().hex[:12]
+        hub = Hub(
+            session_id,
+            loop,
+            self.settings.ws_queue_size,
+            on_result=lambda r: self.metrics.observe_result(session_id, r),
+            on_delivery=lambda s: self.metrics.observe_delivery(session_id, s),
+            on_dropped=lambda n: self.metrics.observe_dropped(session_id, n),
+        )
+        try:
+            session = Session(request, spec, models, hub)
+        except Exception as exc:  # the source type is not available in this installation
+            raise ApiError(
+                http.HTTP_422_UNPROCESSABLE_CONTENT, "bad_source", f"Cannot build the source: {exc}"
+            ) from exc
+        self.sessions[session_id] = session
+        self._ensure_ticker()
+        task = asyncio.create_task(session.start())
+        # still opening after the wait: the client polls GET /v1/sessions/{id}
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), self.settings.session_open_wait_s)
+        return session
+
+    def _resolve_paths(self, spec: SourceSpec) -> SourceSpec:
+        root = self.settings.data_root
+        if isinstance(spec, ReplaySpec):
+            return spec.model_copy(update={"path": str(resolve_under_root(root, spec.path))})
+        if isinstance(spec, SimulatorSpec) and spec.info_path is not None:
+            resolved = resolve_under_root(root, spec.info_path)
+            return spec.model_copy(update={"info_path": str(resolved)})
+        return spec
+
+    async def delete(self, session_id: str) -> SessionStatus:
+        """Stop a session, tell its subscribers and forget it.
+
+        Only the first of several concurrent deletes of one session succeeds; the others get
+        404 because the session is removed before it is stopped.
+        """
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            raise not_found("session", session_id, "/v1/sessions")
+        await self._stop(session)
+        return session.status()
+
+    async def _stop(self, session: Session) -> None:
+        await session.stop()
+        final = session.status()
+        session.hub.close(
+            Outgoing(dumps({"type": "status", "session": final.model_dump(mode="json")}))
+        )
+        self._last_state.pop(session.id, None)
+        self.metrics.forget_session(session.id)
+
+    async def shutdown(self) -> None:
+        """Stop every session (the server is going down)."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        sessions = list(self.sessions.values())
+        self.sessions.clear()
+        await asyncio.gather(*(self._stop(s) for s in sessions), return_exceptions=True)
+
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        """Send each session's status periodically and as soon as its state changes."""
+        period = self.settings.status_interval_s
+        step = min(period, 0.25)
+        elapsed = 0.0
+        while True:
+            await asyncio.sleep(step)
+            elapsed += step
+            periodic = elapsed >= period
+            if periodic:
+                elapsed = 0.0
+            for session in list(self.sessions.values()):
+                if not session.hub.subscribers:
+                    continue
+                state, _ = session.state()
+                changed = self._last_state.get(session.id) != state
+                self._last_state[session.id] = state
+                if periodic or changed:
+                    session.hub.publish_status(session.status())
