@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from .cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from ..server.schemas import ResultFormat
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"neurocast decode: no file {args.file}", file=sys.stderr)
         return EXIT_USAGE
     if args.url:
-        return _remote(args, fmt)
+        return _remote(args, cast("ResultFormat", fmt))
     return _local(args)
 
 
@@ -90,7 +94,7 @@ def _local(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _remote(args: argparse.Namespace, fmt: str) -> int:
+def _remote(args: argparse.Namespace, fmt: ResultFormat) -> int:
     import time
 
     from tqdm import tqdm
@@ -118,7 +122,7 @@ def _remote(args: argparse.Namespace, fmt: str) -> int:
         if job.status != "done":
             print(f"neurocast decode: job {job.status}: {job.error}", file=sys.stderr)
             return EXIT_FAILURE
-        client.download_results(job.id, fmt, args.out)  # type: ignore[arg-type]
+        client.download_results(job.id, fmt, args.out)
     tag = " (SIMULATED recording)" if job.simulated else ""
     print(f"{job.n_results} results from {job.n_windows_done} windows written to {args.out}{tag}")
     return EXIT_OK

@@ -36,7 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "image) and thumbnails."
         ),
     )
-    build.add_argument("images_dir", metavar="IMAGES_DIR", type=Path, nargs="?", help="folder of images")
+    build.add_argument(
+        "images_dir", metavar="IMAGES_DIR", type=Path, nargs="?", help="folder of images"
+    )
     build.add_argument("--out", required=True, type=Path, help="gallery file to write (.npz)")
     build.add_argument("--name", help="gallery id used in URLs (default: the file name)")
     build.add_argument(
@@ -104,8 +106,13 @@ def _build(args: argparse.Namespace) -> int:
         counts[label] = counts.get(label, 0) + 1
     print(
         json.dumps(
-            {"gallery": str(path), "name": gallery.name, "n_images": gallery.n_images,
-             "dim": gallery.dim, "labels": counts}
+            {
+                "gallery": str(path),
+                "name": gallery.name,
+                "n_images": gallery.n_images,
+                "dim": gallery.dim,
+                "labels": counts,
+            }
         )
     )
     return EXIT_OK
@@ -124,8 +131,14 @@ def _info(args: argparse.Namespace) -> int:
         counts[label] = counts.get(label, 0) + 1
     print(
         json.dumps(
-            {"name": gallery.name, "n_images": gallery.n_images, "dim": gallery.dim,
-             "labels": counts, "thumbnails": gallery.thumbnails is not None, "meta": gallery.meta}
+            {
+                "name": gallery.name,
+                "n_images": gallery.n_images,
+                "dim": gallery.dim,
+                "labels": counts,
+                "thumbnails": gallery.thumbnails is not None,
+                "meta": gallery.meta,
+            }
         )
     )
     return EXIT_OK

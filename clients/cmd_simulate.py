@@ -127,4 +127,3 @@ def _run(args: argparse.Namespace) -> int:
         f"{raw.n_times / sim.sfreq:g} s, {len(raw.annotations)} annotations."
     )
     return EXIT_OK
-

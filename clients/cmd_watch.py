@@ -6,7 +6,19 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
+
+from ..server.frames import SignalFrame
+from ..server.schemas import (
+    ALL_OUTPUTS,
+    DroppedMessage,
+    ErrorMessage,
+    EventsMessage,
+    ResultMessage,
+    StatusMessage,
+)
 from .cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 DEFAULT_OUTPUTS = "probabilities,retrieval,translation,events,status"
@@ -46,44 +58,16 @@ def format_message(message: object, clock: Callable[[], float] | None = None) ->
         The server's monotonic clock when it runs on this machine: the line then includes the
         delivery latency (now minus the result's ``ready_time``).
     """
-    from ..server.frames import SignalFrame
-    from ..server.schemas import (
-        DroppedMessage,
-        ErrorMessage,
-        EventsMessage,
-        ResultMessage,
-        StatusMessage,
-    )
-
-    if isinstance(message, ResultMessage | SignalFrame):
-        if isinstance(message, SignalFrame):
-            lat = message.meta.get("latency", {})
-            model, t, simulated = (
-                message.meta.get("model", "?"),
-                message.t_window_end,
-                message.simulated,
-            )
-            rms = (
-                float((message.data.astype("f8") ** 2).mean() ** 0.5) if message.data.size else 0.0
-            )
-            body = f"translated {message.data.shape[0]} ch x {message.data.shape[1]} samples, rms {rms:.3g}"
-        else:
-            lat = message.latency.model_dump()
-            model, t, simulated = message.model, message.t_window_end, message.simulated
-            body = _payload_text(message.kind, message.payload)
-        total = (
-            lat.get("acquisition_ms", 0)
-            + lat.get("preprocessing_ms", 0)
-            + lat.get("inference_ms", 0)
-        )
-        latency = (
-            f"latency {total:.1f} ms (acq {lat.get('acquisition_ms', 0):.1f}, "
-            f"pre {lat.get('preprocessing_ms', 0):.1f}, inf {lat.get('inference_ms', 0):.1f}"
-        )
-        if clock is not None:
-            latency += f", delivery {(clock() - message.ready_time) * 1e3:.1f}"
-        tag = "SIMULATED " if simulated else ""
-        return f"{tag}t={t:.3f}s {model}: {body}  {latency})"
+    if isinstance(message, SignalFrame):
+        n_ch, n_s = message.data.shape
+        rms = float(np.sqrt(np.mean(np.square(message.data, dtype=np.float64)))) if n_s else 0.0
+        body = f"translated {n_ch} ch x {n_s} samples, rms {rms:.3g}"
+        meta = message.meta
+        lat = meta.get("latency", {})
+        return _result_line(meta.get("model", "?"), message, body, lat, clock)
+    if isinstance(message, ResultMessage):
+        body = _payload_text(message.kind, message.payload)
+        return _result_line(message.model, message, body, message.latency.model_dump(), clock)
     if isinstance(message, EventsMessage):
         tag = "SIMULATED " if message.simulated else ""
         return "\n".join(f"{tag}event t={e.timestamp:.3f}s {e.value}" for e in message.events)
@@ -102,33 +86,46 @@ def format_message(message: object, clock: Callable[[], float] | None = None) ->
     return None
 
 
-def _payload_text(kind: str, payload: dict[str, object]) -> str:
+def _result_line(
+    model: str,
+    message: ResultMessage | SignalFrame,
+    body: str,
+    lat: dict[str, float],
+    clock: Callable[[], float] | None,
+) -> str:
+    stages = [lat.get(k, 0.0) for k in ("acquisition_ms", "preprocessing_ms", "inference_ms")]
+    latency = (
+        f"latency {sum(stages):.1f} ms (acq {stages[0]:.1f}, pre {stages[1]:.1f}, "
+        f"inf {stages[2]:.1f}"
+    )
+    if clock is not None:
+        latency += f", delivery {(clock() - message.ready_time) * 1e3:.1f}"
+    tag = "SIMULATED " if message.simulated else ""
+    return f"{tag}t={message.t_window_end:.3f}s {model}: {body}  {latency})"
+
+
+def _payload_text(kind: str, payload: dict[str, Any]) -> str:
     if kind == "probabilities":
-        classes = payload.get("classes") or []
-        probs = payload.get("probabilities") or []
-        pairs = sorted(zip(classes, probs, strict=False), key=lambda cp: -float(cp[1]))  # type: ignore[arg-type]
-        return " | ".join(f"{c} {float(p):.2f}" for c, p in pairs)  # type: ignore[arg-type]
+        pairs = zip(payload.get("classes", []), payload.get("probabilities", []), strict=False)
+        ranked = sorted(pairs, key=lambda cp: -float(cp[1]))
+        return " | ".join(f"{c} {float(p):.2f}" for c, p in ranked)
     if kind == "retrieval":
-        topk = payload.get("topk") or []
-        return "top: " + ", ".join(
-            f"{t['label']}/{t['image_id']} {float(t['score']):.2f}"
-            for t in topk[:3]  # type: ignore[index]
-        )
+        top = payload.get("topk", [])[:3]
+        return "top: " + ", ".join(f"{t['label']}/{t['image_id']} {t['score']:.2f}" for t in top)
     if kind == "embedding":
-        emb = payload.get("embedding") or []
-        return f"embedding of {len(emb)} values"  # type: ignore[arg-type]
+        return f"embedding of {len(payload.get('embedding', []))} values"
     return kind
 
 
 def run(args: argparse.Namespace) -> int:
     """Print messages until the session ends, --seconds pass or --count results arrive."""
+    import httpx
+
     from ..server.config import is_loopback
-    from ..server.frames import SignalFrame
-    from ..server.schemas import ALL_OUTPUTS, ResultMessage
     from ..streaming.source import local_clock
     from .client import Client, NeurocastError
 
-    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
+    outputs: list[Any] = [o.strip() for o in args.outputs.split(",") if o.strip()]
     unknown = sorted(set(outputs) - set(ALL_OUTPUTS))
     if unknown:
         print(
@@ -136,8 +133,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    import httpx
-
     clock = local_clock if is_loopback(httpx.URL(args.url).host) else None
     deadline = time.monotonic() + args.seconds if args.seconds else None
     n = 0
@@ -150,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:  # the server cannot be reached
             print(f"neurocast watch: cannot reach {args.url}: {exc}", file=sys.stderr)
             return EXIT_FAILURE
-        with client.stream(args.session, outputs, decimate=args.decimate) as stream:  # type: ignore[arg-type]
+        with client.stream(args.session, outputs, decimate=args.decimate) as stream:
             while deadline is None or time.monotonic() < deadline:
                 timeout = None if deadline is None else max(0.01, deadline - time.monotonic())
                 try:

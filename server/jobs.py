@@ -22,9 +22,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..streaming.pipeline import WindowModel, decode_array
-from ..streaming.readers import read_recording
+from ..streaming.replay import SIMULATED_TAG, open_recording, recording_events
 from ..streaming.results import Result
-from ..streaming.source import Marker, StreamInfo
+from ..streaming.source import Marker, SourceError, StreamInfo
 from .errors import not_found
 from .metrics import Metrics
 from .schemas import JobState, JobStatus
@@ -49,7 +49,7 @@ class Recording:
     stream : StreamInfo
         Channel metadata, the file as ``source_id`` and whether it was simulated.
     markers : list of Marker
-        The file's annotations as events.
+        The file's annotations and stim-channel events.
     """
 
     data: NDArray[np.float64]
@@ -59,32 +59,32 @@ class Recording:
 
 
 def read_header(path: Path) -> mne.io.BaseRaw:
-    """Open a recording without loading its samples.
+    """Open a recording without loading its samples (the reader replay sessions use).
 
     Raises
     ------
     RecordingError
-        If MNE cannot read it; the message names the file and MNE's reason.
+        If MNE cannot read it or it holds no samples; the message names the file and why.
     """
     try:
-        return read_recording(path)
-    except ValueError as exc:
+        return open_recording(path)
+    except SourceError as exc:
         raise RecordingError(str(exc).replace(str(path), repr(path.name))) from None
 
 
 def stream_of(raw: mne.io.BaseRaw, path: Path) -> StreamInfo:
-    """The :class:`StreamInfo` of a recording; simulated recordings say so in their info."""
-    description = raw.info.get("description") or ""
+    """The :class:`StreamInfo` of a recording, simulated when the simulator wrote it."""
+    description = raw.info["description"] or ""
     return StreamInfo(
         name=path.name,
         info=raw.info,
-        simulated="simulated" in description.lower(),
+        simulated=description.startswith(SIMULATED_TAG),
         source_id=str(path),
     )
 
 
 def load_recording(path: Path) -> Recording:
-    """Read a whole recording for batch decoding.
+    """Read a whole recording for batch decoding, with the events a replay would emit.
 
     Raises
     ------
@@ -94,6 +94,7 @@ def load_recording(path: Path) -> Recording:
     raw = read_header(path)
     try:
         data = raw.get_data()
+        positions, values = recording_events(raw)
     except Exception as exc:
         raise RecordingError(
             f"Reading the samples of {path.name!r} failed ({type(exc).__name__}: {exc}); the "
@@ -101,11 +102,7 @@ def load_recording(path: Path) -> Recording:
         ) from None
     sfreq = raw.info["sfreq"]
     timestamps = np.arange(data.shape[1]) / sfreq
-    ann = raw.annotations
-    markers = [
-        Marker(float(onset - raw.first_time), str(desc))
-        for onset, desc in zip(ann.onset, ann.description, strict=True)
-    ]
+    markers = [Marker(int(i) / sfreq, v) for i, v in zip(positions, values, strict=True)]
     return Recording(data, timestamps, stream_of(raw, path), markers)
 
 

@@ -85,7 +85,7 @@ def to_npz(results: Sequence[Result], simulated: bool) -> bytes:
             else:
                 arrays[f"{model}/{field}"] = np.asarray(values)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
 
 

@@ -96,7 +96,9 @@ __all__ = [
     "Header",
     "HeaderChunk",
     "event_to_marker",
+    "guess_channel_type",
     "header_from_stream_info",
+    "is_neuromag",
     "marker_to_event",
     "stream_info_from_header",
 ]
@@ -153,9 +155,9 @@ class FieldTripClient:
 
     Requests are sent one at a time over one connection (concurrent calls wait their turn).
     The connection is opened on first use; when it drops (for example because the server
-    restarted), read-only requests (GET, WAIT_DAT, FLUSH) are retried once on a new
-    connection, and PUT requests raise :class:`FieldTripConnectionError` (the next call
-    reconnects; a restarted server needs its header put again).
+    restarted), GET and WAIT_DAT requests are retried once on a new connection; PUT and FLUSH
+    requests raise :class:`FieldTripConnectionError` (the next call reconnects; a restarted
+    server needs its header put again).
 
     Parameters
     ----------
@@ -491,9 +493,11 @@ def header_from_stream_info(
 
 @functools.cache
 def _montage_names() -> frozenset[str]:
-    return frozenset(
-        n.lower() for n in mne.channels.make_standard_montage("standard_1005").ch_names
-    )
+    # MNE 1.13 renamed the 10-05 template; older versions only know the old name
+    name = "colin27_1005"
+    if name not in mne.channels.get_builtin_montages():
+        name = "standard_1005"
+    return frozenset(n.lower() for n in mne.channels.make_standard_montage(name).ch_names)
 
 
 _PREFIX_TYPES = (
@@ -813,6 +817,9 @@ class FieldTripServer:
         OSError
             If the address cannot be bound (for example, the port is taken).
         """
+        # like a restarted reference server, a (re)started server holds nothing
+        self._header, self._ring, self._nsamples, self._nevents = None, None, 0, 0
+        self._events.clear()
         self._cond = asyncio.Condition()
         self._stopping = False
         self._server = await asyncio.start_server(
@@ -1125,8 +1132,9 @@ class FieldTripSource:
     ``read`` returns None; the source reconnects by itself. When the sample count goes down
     (a new header was put, the data were flushed, or the server restarted) the header is read
     again: with the same channels and rate, reading goes on from the new data (at most
-    :data:`MAX_BACKLOG_S` of backlog; timestamps jump forward, so windows spanning the reset
-    are flagged); with a different channel count, channel names or rate, ``read`` raises
+    :data:`MAX_BACKLOG_S` of backlog, on a clock anchored again, so windows spanning the reset
+    are flagged as a gap or clock jump); with a different channel count, channel names or
+    rate, ``read`` raises
     :class:`~.source.SourceError` and the status is ``"failed"``: the pipeline was built for
     the old layout, so the session must be restarted. A restart that the reader misses
     entirely (the server came back and received more samples than this reader had read
@@ -1148,7 +1156,7 @@ class FieldTripSource:
         self._clock: _SampleClock | None = None
         self._next_sample = 0
         self._next_event = 0
-        self._pending: list[Event] = []
+        self._pending: deque[Event] = deque(maxlen=4096)  # events waiting for samples
         self._last_data = 0.0
         self._resync = False
         self._closed = False
@@ -1291,7 +1299,7 @@ class FieldTripSource:
             event_to_marker(e, self._clock.time_of(e.sample if e.sample >= 0 else first))
             for e in self._pending
         ]
-        self._pending = []
+        self._pending.clear()
         data = block if block.dtype.kind == "f" else block.astype(np.float64)
         return Chunk(data, ts, receipt, 0.0, markers)
 
@@ -1321,15 +1329,16 @@ class FieldTripSource:
                 "The pipeline was built for the old layout; restart the session to decode the "
                 "new stream."
             )
-        if header.nsamples < self._next_sample or header.nevents < self._next_event:
-            backlog = math.ceil(MAX_BACKLOG_S * header.fsample)
+        if header.nsamples < self._next_sample:
             logger.warning(
                 "FieldTrip buffer at %s was reset (new header, flush or restart); reading on "
-                "from the new data.",
+                "from the new samples.",
                 self.source_id,
             )
             self._clock.restart()
+            backlog = math.ceil(MAX_BACKLOG_S * header.fsample)
             self._next_sample = max(0, header.nsamples - backlog)
+            self._pending.clear()  # their sample numbers belong to the old data
+        if header.nevents < self._next_event:
             self._next_event = 0
-            self._pending = []
         self._header = header

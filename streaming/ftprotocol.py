@@ -338,6 +338,13 @@ class HeaderChunk:
     type: int
     data: bytes
 
+    def __repr__(self) -> str:  # a Neuromag header chunk holds megabytes
+        try:
+            name = ChunkType(self.type).name
+        except ValueError:
+            name = str(self.type)
+        return f"HeaderChunk({name}, {len(self.data)} bytes)"
+
 
 @dataclass(frozen=True)
 class Header:
@@ -941,7 +948,7 @@ def op_get_events(first: int | None = None, last: int | None = None) -> Operatio
 def op_flush(what: Literal["header", "data", "events"]) -> Operation[None]:
     """FLUSH_HDR (header, samples and events), FLUSH_DAT or FLUSH_EVT."""
     cmd = {"header": Command.FLUSH_HDR, "data": Command.FLUSH_DAT, "events": Command.FLUSH_EVT}
-    return Operation(cmd[what], b"", _no_payload, True, "there is no header to flush.")
+    return Operation(cmd[what], b"", _no_payload, False, "there is no header to flush.")
 
 
 def op_wait_data(nsamples: int, nevents: int, timeout_ms: int) -> Operation[Counts]:

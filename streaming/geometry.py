@@ -35,11 +35,13 @@ Modality = Literal["eeg", "meg", "both"]
 #: The 64 electrodes of the extended 10-20 system used by the PhysioNet EEG Motor
 #: Movement/Imagery recordings (names as after ``mne.datasets.eegbci.standardize``), so models
 #: trained on simulated EEG see the channel set of that public data set.
-DEFAULT_EEG_CHANNELS: tuple[str, ...] = tuple(
-    "Fp1 Fpz Fp2 AF7 AF3 AFz AF4 AF8 F7 F5 F3 F1 Fz F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCz FC2 FC4 "
-    "FC6 FT8 T9 T7 C5 C3 C1 Cz C2 C4 C6 T8 T10 TP7 CP5 CP3 CP1 CPz CP2 CP4 CP6 TP8 P7 P5 P3 P1 "
-    "Pz P2 P4 P6 P8 PO7 PO3 POz PO4 PO8 O1 Oz O2 Iz".split()
-)
+DEFAULT_EEG_CHANNELS: tuple[str, ...] = (
+    "Fp1", "Fpz", "Fp2", "AF7", "AF3", "AFz", "AF4", "AF8", "F7", "F5", "F3", "F1", "Fz", "F2",
+    "F4", "F6", "F8", "FT7", "FC5", "FC3", "FC1", "FCz", "FC2", "FC4", "FC6", "FT8", "T9", "T7",
+    "C5", "C3", "C1", "Cz", "C2", "C4", "C6", "T8", "T10", "TP7", "CP5", "CP3", "CP1", "CPz",
+    "CP2", "CP4", "CP6", "TP8", "P7", "P5", "P3", "P1", "Pz", "P2", "P4", "P6", "P8", "PO7",
+    "PO3", "POz", "PO4", "PO8", "O1", "Oz", "O2", "Iz",
+)  # fmt: skip
 
 # Neuromag VectorView helmet, measured on the MNE sample recording: its magnetometers lie on
 # a sphere of radius 122 mm centred at (0, 15, -11) mm in device coordinates, reaching 112°
@@ -62,7 +64,9 @@ _CACHE_VERSION = "1"
 def template_montage() -> mne.channels.DigMontage:
     """MNE's template 10-05 montage (345 electrodes on the Colin27 head)."""
     # MNE 1.13 renamed "standard_1005" to "colin27_1005" (same positions)
-    name = "colin27_1005" if "colin27_1005" in mne.channels.get_builtin_montages() else "standard_1005"
+    name = (
+        "colin27_1005" if "colin27_1005" in mne.channels.get_builtin_montages() else "standard_1005"
+    )
     return mne.channels.make_standard_montage(name)
 
 
@@ -166,7 +170,9 @@ def default_info(
     use_meg = modality in ("meg", "both")
     if use_eeg:
         if not eeg_names:
-            raise ValueError("eeg_channels is empty; give 10-05 electrode names or use modality='meg'.")
+            raise ValueError(
+                "eeg_channels is empty; give 10-05 electrode names or use modality='meg'."
+            )
         if len(set(eeg_names)) != len(eeg_names):
             raise ValueError("eeg_channels contains duplicate names.")
         directions = template_directions(eeg_names)

@@ -636,6 +636,8 @@ class LSLSource:
         """
         timeout = self.spec.resolve_timeout_s
         try:
+            if self._markers is not None:  # subscribed first: no event precedes the data
+                self._markers.open(timeout)
             channels: list[ChannelDesc] = []
             simulated = False
             rates = []
@@ -660,8 +662,6 @@ class LSLSource:
                     f"Streams to merge must share one sampling rate, got {rates} Hz; resample "
                     "at the outlet or decode them as separate sources."
                 )
-            if self._markers is not None:
-                self._markers.open(timeout)
         except Exception:
             self.close()
             self._status = "failed"

@@ -197,8 +197,8 @@ _RHYTHM_TILT_DEG = 30.0
 # Per-dipole moments, nA·m: 1/f background (rms), image-specific evoked response per unit
 # embedding norm (rms over dipoles) and image-independent evoked response (rms).
 _BACKGROUND_NAM = 9.0
-_EVOKED_NAM = 7.0
-_EVOKED_COMMON_NAM = 7.0
+_EVOKED_NAM = 12.0
+_EVOKED_COMMON_NAM = 8.0
 # White sensor noise spectral densities (VectorView and EEG-amplifier orders of magnitude).
 SENSOR_NOISE_DENSITY = {
     "mag": 3e-15,  # T/sqrt(Hz)
@@ -208,6 +208,7 @@ SENSOR_NOISE_DENSITY = {
 _RAMP_S = 0.3  # class transitions fade over this long
 _WARMUP_SAMPLES = 4000  # filter settling before the first sample
 _MIN_SFREQ = 100.0
+_RENDER_AHEAD_S = 0.2  # generate() renders at least this much at a time
 # After an image's offset its response lasts until the latest component has decayed.
 _EVOKED_TAIL_S = max(c.latency_s + 4 * c.width_s for c in EVOKED_COMPONENTS)
 
@@ -269,7 +270,9 @@ def _check_image_set(emb: NDArray[np.floating], ids: Sequence[str]) -> None:
     if emb.ndim != 2 or emb.shape[0] < 1 or emb.shape[1] < 1:
         raise ValueError(f"Image embeddings must be a 2-D array (n_images, dim), got {emb.shape}.")
     if len(ids) != emb.shape[0]:
-        raise ValueError(f"Got {len(ids)} image ids for {emb.shape[0]} embeddings; they must match.")
+        raise ValueError(
+            f"Got {len(ids)} image ids for {emb.shape[0]} embeddings; they must match."
+        )
     if len(set(ids)) != len(ids):
         raise ValueError("Image ids must be unique.")
     if not np.all(np.isfinite(emb)):
@@ -396,8 +399,8 @@ class _SourceModel:
         self.n_sources = len(rr)
         self.n_image_sources = n_im
         self.subject_seed = subject_seed
-        self.common_response = _EVOKED_COMMON_NAM * 1e-9 * rng.standard_normal(
-            (len(EVOKED_COMPONENTS), n_im)
+        self.common_response = (
+            _EVOKED_COMMON_NAM * 1e-9 * rng.standard_normal((len(EVOKED_COMPONENTS), n_im))
         )
 
     def image_map(self, dim: int) -> NDArray[np.float64]:
@@ -441,7 +444,6 @@ class _Schedule:
     ) -> None:
         self.responses = responses
         self.class_gains = class_gains  # (n_classes, n_rhythms)
-        self.sfreq = sfreq
         self.block_onsets: list[int] = []
         self.block_classes: list[int] = []
         self.trial_onsets: list[int] = []
@@ -540,6 +542,20 @@ class _Schedule:
         return out
 
 
+@dataclass
+class _Filter:
+    """A causal filter applied column-wise to white noise, with its state carried over."""
+
+    sos: NDArray[np.float64]
+    scale: float  # output gain giving unit variance for unit-variance white input
+    state: NDArray[np.float64]  # (n_sections, 2, n_columns)
+    columns: NDArray[np.intp]  # dipoles it drives, as rows of the source block it fills
+
+    def __call__(self, white: NDArray[np.float64]) -> NDArray[np.float64]:
+        y, self.state = signal.sosfilt(self.sos, white, axis=0, zi=self.state)
+        return y * self.scale
+
+
 class _Renderer:
     """Stateful generation of source activity and sensor signals, sample index by index.
 
@@ -561,24 +577,29 @@ class _Renderer:
         self.noise_colour = noise_colour
         self.background = background
         self.rhythms = rhythms
-        rng_bg, rng_rh, rng_noise = (np.random.default_rng(s) for s in seed.spawn(3))
-        self._rng_bg, self._rng_rh, self._rng_noise = rng_bg, rng_rh, rng_noise
-        n_bg = model.background_slice.stop - model.background_slice.start
-        # pink (1/f power) noise: a 3-pole/3-zero approximation valid over three decades
+        self._rng_bg, self._rng_rh, self._rng_noise = (
+            np.random.default_rng(s) for s in seed.spawn(3)
+        )
+        # pink (1/f power) noise over about three decades below Nyquist: the 3-pole filter
+        # of J. O. Smith, "Spectral Audio Signal Processing" (pink noise example)
         pink = signal.tf2sos(
             [0.049922035, -0.095993537, 0.050612699, -0.004408786],
             [1.0, -2.494956002, 2.017265875, -0.522189400],
         )
-        self._pink = (pink, _unit_gain(pink), np.zeros((pink.shape[0], 2, n_bg)))
-        self._bands: list[tuple[NDArray[np.float64], float, NDArray[np.float64], NDArray]] = []
-        nyq = sfreq / 2.0
+        n_bg = model.background_slice.stop - model.background_slice.start
+        self._pink = _Filter(
+            pink, _unit_gain(pink), np.zeros((pink.shape[0], 2, n_bg)), np.arange(n_bg)
+        )
+        self._bands: list[_Filter] = []
         for k, rh in enumerate(RHYTHMS):
             cols = np.flatnonzero(model.rhythm_of_dipole == k)
-            lo, hi = rh.band_hz[0], min(rh.band_hz[1], 0.9 * nyq)
-            sos = signal.butter(2, (lo, hi), btype="bandpass", fs=sfreq, output="sos")
-            self._bands.append((sos, _unit_gain(sos), np.zeros((sos.shape[0], 2, len(cols))), cols))
-        self._amplitudes = np.array([RHYTHMS[k].amplitude_nam for k in model.rhythm_of_dipole])
-        self._amplitudes *= 1e-9
+            band = (rh.band_hz[0], min(rh.band_hz[1], 0.45 * sfreq))
+            sos = signal.butter(2, band, btype="bandpass", fs=sfreq, output="sos")
+            state = np.zeros((sos.shape[0], 2, len(cols)))
+            self._bands.append(_Filter(sos, _unit_gain(sos), state, cols))
+        self._amplitudes = 1e-9 * np.array(
+            [RHYTHMS[k].amplitude_nam for k in model.rhythm_of_dipole]
+        )
         # let the filters reach their stationary state before sample 0
         self._sources(_WARMUP_SAMPLES, np.ones((len(RHYTHMS), _WARMUP_SAMPLES)))
 
@@ -587,23 +608,20 @@ class _Renderer:
         m = self.model
         s = np.zeros((m.n_sources, n))
         if self.background:
-            sos, scale, zi = self._pink
-            w = self._rng_bg.standard_normal((n, zi.shape[2]))
-            y, zf = _filt(sos, w, zi)
-            self._pink = (sos, scale, zf)
-            s[m.background_slice] = (y * (scale * _BACKGROUND_NAM * 1e-9)).T
+            white = self._rng_bg.standard_normal((n, len(self._pink.columns)))
+            s[m.background_slice] = self._pink(white).T * (_BACKGROUND_NAM * 1e-9)
         if self.rhythms:
-            w = self._rng_rh.standard_normal((n, len(m.rhythm_of_dipole)))
+            white = self._rng_rh.standard_normal((n, len(m.rhythm_of_dipole)))
             rh = np.empty((len(m.rhythm_of_dipole), n))
-            for k, (sos, scale, zi, cols) in enumerate(self._bands):
-                y, zf = _filt(sos, w[:, cols], zi)
-                self._bands[k] = (sos, scale, zf, cols)
-                rh[cols] = y.T * scale
+            for band in self._bands:
+                rh[band.columns] = band(white[:, band.columns]).T
             s[m.rhythm_slice] = rh * self._amplitudes[:, None] * gains[m.rhythm_of_dipole]
         return s
 
     def render(self, start: int, n: int, schedule: _Schedule) -> NDArray[np.float64]:
         """Sensor data (n_channels, n) for samples ``start .. start + n``."""
+        if n == 0:
+            return np.zeros((self.model.gain.shape[0], 0))
         # these products are small: BLAS threads gain nothing and, spinning on a busy
         # machine, would take cores from the decoder
         with _blas_controller().limit(limits=1, user_api="blas"):
@@ -611,24 +629,17 @@ class _Renderer:
             s[self.model.image_slice] += schedule.evoked(start, n)
             data = self.model.gain @ s
             if self.noise_colour is not None:
-                w = self._rng_noise.standard_normal((n, data.shape[0]))
+                white = self._rng_noise.standard_normal((n, data.shape[0]))
                 if self.noise_colour.ndim == 1:
-                    data += (w * self.noise_colour).T
+                    data += (white * self.noise_colour).T
                 else:
-                    data += self.noise_colour @ w.T
+                    data += self.noise_colour @ white.T
         return data
 
 
 @functools.lru_cache(maxsize=1)
 def _blas_controller() -> ThreadpoolController:
     return ThreadpoolController()
-
-
-def _filt(
-    sos: NDArray[np.float64], x: NDArray[np.float64], zi: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    y, zf = signal.sosfilt(sos, x, axis=0, zi=zi)
-    return y, zf
 
 
 def _unit_gain(sos: NDArray[np.float64]) -> float:
@@ -728,15 +739,6 @@ eeg_channels, classes, block_s, image_duration_s
         self.sfreq = float(sp.sfreq)
         self.seed = int(sp.seed)
 
-        if sp.info_path is not None:
-            info = load_info(sp.info_path, self.sfreq, sp.modality)
-        else:
-            info = default_info(self.sfreq, sp.modality, sp.eeg_channels)
-        sphere = head_sphere(info) if sp.info_path is not None else default_sphere()
-        self._model = _SourceModel(info, sphere, sp.subject_seed, cache_dir)
-        if any(t == "eeg" for t in info.get_channel_types()):
-            with info._unlock():
-                info["custom_ref_applied"] = FIFF.FIFFV_MNE_CUSTOM_REF_ON
         known = [c.name for c in CLASSES]
         names = sp.classes if sp.classes is not None else known
         unknown = [c for c in names if c not in known]
@@ -766,11 +768,21 @@ eeg_channels, classes, block_s, image_duration_s
         self.image_embeddings = emb
         self.image_ids = ids
 
+        if sp.info_path is not None:
+            info = load_info(sp.info_path, self.sfreq, sp.modality)
+        else:
+            info = default_info(self.sfreq, sp.modality, sp.eeg_channels)
+        sphere = head_sphere(info) if sp.info_path is not None else default_sphere()
+        self._model = _SourceModel(info, sphere, sp.subject_seed, cache_dir)
+        if any(t == "eeg" for t in info.get_channel_types()):
+            with info._unlock():
+                info["custom_ref_applied"] = FIFF.FIFFV_MNE_CUSTOM_REF_ON
+
         cov = noise_cov
         if cov is None and sp.noise_cov_path is not None:
             try:
                 cov = mne.read_cov(sp.noise_cov_path, verbose="error")
-            except Exception as exc:
+            except Exception as exc:  # MNE's readers raise many types on foreign files
                 raise ValueError(
                     f"Cannot read a noise covariance from {sp.noise_cov_path}: {exc}."
                 ) from exc
@@ -798,6 +810,11 @@ eeg_channels, classes, block_s, image_duration_s
         )
         self.start_time = 0.0
         self._n_generated = 0
+        # samples rendered but not yet returned by generate(), from sample _ahead_start on
+        self._ahead = np.zeros((len(info["ch_names"]), 0), dtype=np.float32)
+        self._ahead_start = 0
+        self._pending: list[tuple[int, int, str]] = []
+        self._render_block = max(1, round(_RENDER_AHEAD_S * self.sfreq))
         self._renderer = self._new_renderer(np.random.SeedSequence([self.seed, 0]))
         self._schedule = self._new_schedule(self.image_embeddings)
         plan = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
@@ -891,13 +908,27 @@ eeg_channels, classes, block_s, image_duration_s
             Marker(self.start_time + onset / self.sfreq, value) for onset, _, value in events
         ]
 
-    def _generate(
-        self, n_samples: int
-    ) -> tuple[NDArray[np.float32], list[tuple[int, int, str]]]:
+    def _generate(self, n_samples: int) -> tuple[NDArray[np.float32], list[tuple[int, int, str]]]:
         n = int(n_samples)
         if n < 0 or n != n_samples:
             raise ValueError(f"n_samples must be a non-negative integer, got {n_samples!r}.")
-        start = self._n_generated
+        start, stop = self._n_generated, self._n_generated + n
+        rendered = self._ahead_start + self._ahead.shape[1]
+        if stop > rendered:
+            # render ahead in blocks: the cost of a render is mostly per call, not per sample
+            data, events = self._render(rendered, max(stop - rendered, self._render_block))
+            self._ahead = np.concatenate([self._ahead[:, start - self._ahead_start :], data], 1)
+            self._ahead_start = start
+            self._pending.extend(events)
+        offset = start - self._ahead_start
+        out = self._ahead[:, offset : offset + n]
+        events = [e for e in self._pending if e[0] < stop]
+        self._pending = [e for e in self._pending if e[0] >= stop]
+        self._n_generated = stop
+        return out, events
+
+    def _render(self, start: int, n: int) -> tuple[NDArray[np.float32], list[tuple[int, int, str]]]:
+        """Samples ``start .. start + n`` of the stream and the events starting in them."""
         sched = self._schedule
         sched.forget_before(start)
         sched.extend_to(start + n)
@@ -906,7 +937,6 @@ eeg_channels, classes, block_s, image_duration_s
             (onset, dur, self._event_value(kind, idx))
             for onset, dur, kind, idx in sched.events(start, start + n)
         ]
-        self._n_generated = start + n
         return data, events
 
     def _event_value(self, kind: str, index: int) -> str:
@@ -1015,7 +1045,7 @@ eeg_channels, classes, block_s, image_duration_s
         labels = rng.permutation(labels)
         n_times = max(1, round(duration_s * self.sfreq))
         lead = round((_RAMP_S + 0.2) * self.sfreq)
-        sched = self._new_schedule(self.image_embeddings[:1])
+        sched = self._new_schedule(self.image_embeddings[:0])  # no images
         renderer = self._new_renderer(seq, noise=noise)
         out = np.empty((len(labels), len(self.info["ch_names"]), n_times), dtype=np.float32)
         slot = lead + n_times
@@ -1217,16 +1247,28 @@ class SimulatorSource:
         return self._status
 
     def open(self) -> StreamInfo:
-        """Build the simulator (forward model from cache when possible) and start the clock."""
-        if self._sim is None:
-            try:
-                self._sim = Simulator(self.spec, **self._kwargs)
-            except (ValueError, OSError, RuntimeError) as exc:
-                self._status = "failed"
-                raise SourceError(f"Cannot start the simulator: {exc}") from exc
-        self._sim.start_time = local_clock()
-        self._status = "running"
-        return self._sim.stream_info
+        """Build the simulator (forward model from cache when possible) and start the clock.
+
+        Opening a closed source resumes the stream: its next sample is due at once (or when
+        it was due, if the stream ran ahead of the clock), so the timestamps show any pause
+        as a gap and never go backwards.
+        """
+        with self._lock:
+            if self._sim is None:
+                try:
+                    self._sim = Simulator(self.spec, **self._kwargs)
+                except (ValueError, OSError, RuntimeError) as exc:
+                    self._status = "failed"
+                    raise SourceError(f"Cannot start the simulator: {exc}") from exc
+            sim = self._sim
+            if self._status == "starting":
+                sim.start_time = local_clock()
+            elif self._status != "running":
+                # never backwards: a stream that ran ahead of the clock keeps its times
+                resume = local_clock() - sim.n_generated / sim.sfreq
+                sim.start_time = max(sim.start_time, resume)
+            self._status = "running"
+            return sim.stream_info
 
     def read(self, timeout: float) -> Chunk | None:
         """The next chunk, or None if none is due within ``timeout`` seconds or it has ended."""
@@ -1249,9 +1291,13 @@ class SimulatorSource:
                     return None
                 if wait > 0:
                     time.sleep(wait)
+                if self._status != "running":  # closed meanwhile
+                    return None
                 # catch up on everything that fell due meanwhile, in whole chunks
                 behind = int((local_clock() - sim.start_time) * sim.sfreq) + 1 - start
-                n = max(n, min(behind // self._chunk, round(sim.sfreq) // self._chunk) * self._chunk)
+                n = max(
+                    n, min(behind // self._chunk, round(sim.sfreq) // self._chunk) * self._chunk
+                )
                 if self._end is not None:
                     n = min(n, self._end - start)
             data, markers = sim.generate(n)

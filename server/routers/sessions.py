@@ -12,7 +12,6 @@ from pydantic import ValidationError
 
 from ..deps import StateDep, require_token, token_ok, websocket_token, ws_state
 from ..hub import Hub, Outgoing, Subscriber
-from .common import AUTH, error
 from ..schemas import (
     ErrorMessage,
     ErrorResponse,
@@ -23,6 +22,7 @@ from ..schemas import (
     Subscribe,
     Subscribed,
 )
+from .common import AUTH, error
 
 logger = logging.getLogger(__name__)
 
