@@ -29,11 +29,11 @@ Usage: ``python bench/ingest.py [--quick]``; the last stdout line is a JSON obje
 
 from __future__ import annotations
 
-import argparse
+import atexit
 import json
 import multiprocessing as mp
 import os
-import statistics
+import shutil
 import tempfile
 import time
 import uuid
@@ -41,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _common
 import numpy as np
 from numpy.typing import NDArray
 
@@ -54,7 +55,9 @@ def _lsl_config() -> None:
     from neurocast.streaming.lsl import write_loopback_config
 
     # loopback discovery, and a session id of our own so concurrent LSL users do not interfere
-    path = Path(tempfile.mkdtemp(prefix="nc-bench-")) / "lsl_api.cfg"
+    folder = tempfile.mkdtemp(prefix="nc-bench-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = Path(folder) / "lsl_api.cfg"
     os.environ["LSLAPICFG"] = str(write_loopback_config(path, f"nc-bench-{uuid.uuid4().hex}"))
 
 
@@ -221,16 +224,13 @@ def _run_pylsl(name: str, chunk: int, seconds: float, push_times: Any) -> NDArra
 
 
 def _summary(runs: list[NDArray[np.float64]]) -> tuple[float, float, int]:
-    p50 = statistics.median(float(np.percentile(r, 50)) for r in runs)
-    p99 = statistics.median(float(np.percentile(r, 99)) for r in runs)
+    p50, p99 = _common.median_of_runs(runs)
     return round(p50, 3), round(p99, 3), sum(len(r) for r in runs)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs (under a minute)")
-    args = parser.parse_args()
-    reps, seconds = (2, 1.5) if args.quick else (3, 5.0)
+    args = _common.parser(__doc__).parse_args()
+    reps, seconds = (2, 1.5) if args.quick else (5, 5.0)
     _lsl_config()
     ctx = mp.get_context("spawn")
     figures: dict[str, Any] = {}
@@ -261,10 +261,9 @@ def main() -> None:
         figures[f"lsl_overhead_c{chunk}_p99_ms"] = round(
             figures[f"lsl_c{chunk}_p99_ms"] - figures[f"pylsl_c{chunk}_p99_ms"], 3
         )
-        print(
+        _common.log(
             f"chunk {chunk}: "
-            + json.dumps({k: v for k, v in figures.items() if f"_c{chunk}_" in k}),
-            flush=True,
+            + json.dumps({k: v for k, v in figures.items() if f"_c{chunk}_" in k})
         )
 
     from neurocast.streaming.fieldtrip import FieldTripSource
@@ -291,7 +290,7 @@ def main() -> None:
     figures["runs_per_case"] = reps
     figures["seconds_per_run"] = seconds
     figures["wall_s"] = round(time.monotonic() - started, 1)
-    print(json.dumps(figures))
+    _common.emit(figures)
 
 
 if __name__ == "__main__":

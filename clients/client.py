@@ -18,6 +18,7 @@ Stream messages are the pydantic models of :mod:`neurocast.server.schemas` (``Re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -190,10 +191,13 @@ class Stream:
         self._headers = headers
         self._subscribe = subscribe
         self._ws: websockets.sync.client.ClientConnection | None = None
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Self:
-        self._ws = websockets.sync.client.connect(
-            self._url, additional_headers=self._headers, max_size=_MAX_MESSAGE_BYTES
+        self._ws = self._stack.enter_context(
+            websockets.sync.client.connect(
+                self._url, additional_headers=self._headers, max_size=_MAX_MESSAGE_BYTES
+            )
         )
         self._ws.send(self._subscribe)
         return self
@@ -201,8 +205,7 @@ class Stream:
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._ws is not None:
-            self._ws.close()
+        self._stack.close()
 
     def __iter__(self) -> Self:
         return self

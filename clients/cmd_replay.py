@@ -35,6 +35,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {value}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``replay`` command."""
     parser = subparsers.add_parser(
@@ -70,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="LSL: start the replay only once an inlet has connected",
     )
     parser.add_argument("--host", default="127.0.0.1", help="FieldTrip buffer host")
-    parser.add_argument("--port", type=int, default=1972, help="FieldTrip buffer port")
+    parser.add_argument("--port", type=_port, default=1972, help="FieldTrip buffer port")
     parser.set_defaults(func=_run)
 
 

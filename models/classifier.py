@@ -222,23 +222,26 @@ class ScalogramClassifier(nn.Module):
             "n_freqs": int(n_freqs),
             "n_classes": n_classes,
         }
-        self._frozen: list[nn.Module] = []
+        norms = [m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._frozen_norms: list[nn.Module] = []
         if pretrained:
             keep = {id(p) for m in self.backbone.last_block() for p in m.parameters()}
             for p in self.backbone.parameters():
                 p.requires_grad_(id(p) in keep)
-            self._frozen = [
-                m
-                for m in self.backbone.modules()
-                if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                and not any(id(p) in keep for p in m.parameters())
-            ]
+            # batch statistics of a few dozen strongly correlated windows are too noisy to
+            # replace ImageNet's (and, at TensorFlow's momentum, would barely move them), so
+            # every normalisation keeps its ImageNet statistics; the last block still trains
+            # its affine parameters
+            self._frozen_norms = norms
+        else:
+            for m in norms:  # random init: statistics must be learnt within a few epochs
+                m.momentum = 0.1
         self.train(False)
 
     def train(self, mode: bool = True) -> ScalogramClassifier:
-        """Set training mode; frozen batch-norm layers keep their ImageNet statistics."""
+        """Set training mode; pretrained batch-norm layers keep their ImageNet statistics."""
         super().train(mode)
-        for m in self._frozen:
+        for m in self._frozen_norms:
             m.train(False)
         return self
 

@@ -212,14 +212,27 @@ def preprocess_epochs(
     subjects, groups : array of int | None
         Subject and group of each epoch (zeros when None).
     """
-    x = np.asarray(data)
+    x = np.asarray(data, dtype=np.float32)
     if x.ndim != 3 or x.shape[1] != stream.n_channels:
         raise ValueError(
             f"Epochs must be (n_epochs, {stream.n_channels} channels, n_times), got {x.shape}."
         )
     pre = OnlinePreprocessor(spec, stream)
-    out = np.stack([preprocess_array(spec, ep, stream) for ep in x])
-    n = len(x)
+    if spec.picks is not None:
+        index = {c: i for i, c in enumerate(stream.ch_names)}
+        x = x[:, [index[c] for c in spec.picks]]
+    n, n_ch, _ = x.shape
+    # the continuous steps act on each channel alone, so a block of epochs is run as one
+    # stream whose channels are all the epochs' channels: same output, one call per block
+    block = max(1, 16384 // n_ch)
+    flat = spec.model_copy(update={"picks": None})
+    pieces = []
+    for a in range(0, n, block):
+        xb = x[a : a + block]
+        info = mne.create_info(xb.shape[0] * n_ch, stream.sfreq, "misc")
+        yb = preprocess_array(flat, xb.reshape(-1, xb.shape[-1]), StreamInfo("epochs", info))
+        pieces.append(yb.reshape(xb.shape[0], n_ch, -1))
+    out = np.concatenate(pieces)
     return EpochSet(
         data=out.astype(np.float32, copy=False),
         times=tmin + np.arange(out.shape[-1]) / pre.sfreq_out,

@@ -51,6 +51,7 @@ This module is on the serving path: numpy, scipy and MNE only, never torch.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -58,10 +59,13 @@ from mne.time_frequency import morlet
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy import fft as sp_fft
+from threadpoolctl import ThreadpoolController
 
 # Consecutive frequencies share one matrix product per FFT bin while the shorter wavelet spans
 # at least this fraction of the group's partitions (the rest are multiplications by zero).
 _GROUP_FILL = 0.75
+# Channels per chunk of work: the products of a chunk stay in the processor's cache.
+_CHUNK_CHANNELS = 128
 
 
 class ScalogramSpec(BaseModel):
@@ -158,18 +162,22 @@ class ScalogramSpec(BaseModel):
 
 
 class _Group:
-    """Frequencies whose wavelets occupy nearly the same partitions, multiplied together."""
+    """Frequencies whose wavelets occupy nearly the same partitions, multiplied together.
 
-    def __init__(
-        self,
-        index: NDArray[np.intp],
-        first: int,
-        stop: int,
-        spectra: NDArray[np.float64],
-    ) -> None:
-        self.index = index  # positions of these frequencies in the output
-        self.first, self.stop = first, stop  # partitions [first, stop) of the delay line
-        self.spectra = spectra  # (n_bins, 4 n, 2 (stop - first))
+    ``weights[s]`` holds, per FFT bin, the weights applied to stack ``s`` of paired spectra
+    (see :meth:`StreamingMorlet._process_block`); rows are the group's wavelets' real parts
+    then imaginary parts, columns ``(pair, 2)`` for pairs ``first`` up to the middle one.
+    """
+
+    def __init__(self, index: NDArray[np.intp], first: int, weights: NDArray[np.float64]) -> None:
+        self.index = index
+        self.first = first
+        self.weights = weights
+        # a run of consecutive frequencies is written through a slice (no gather)
+        contiguous = bool((np.diff(index) == 1).all())
+        self.where: slice | NDArray[np.intp] = (
+            slice(int(index[0]), int(index[-1]) + 1) if contiguous else index
+        )
 
 
 class StreamingMorlet:
@@ -182,41 +190,86 @@ class StreamingMorlet:
     n_channels : int
         Channels of every pushed array.
     block : int | None
-        Samples per update. Columns are emitted a whole block at a time, so pushes of a
+        Samples per update, odd. Columns are emitted a whole block at a time, so pushes of a
         multiple of ``block`` samples add no delay. The output does not depend on it (within
-        float64 rounding); larger blocks cost less per sample. Default: 25 ms of samples.
+        float64 rounding); larger blocks cost less per sample. Default: the odd number of
+        samples nearest at or below 25 ms.
+    n_threads : int
+        Threads sharing the channels of each block (each runs single-threaded BLAS).
 
     Notes
     -----
-    See the module docstring for the algorithm. Memory is about
-    ``16 * n_channels * (2 K + 1) * (1 + 1 / block)`` bytes for the delay line plus the filter
-    spectra, ``K`` being :attr:`latency_samples`.
+    See the module docstring for the algorithm. Columns are emitted :attr:`latency_samples`
+    after their time: half the longest wavelet plus fewer than ``block`` samples that centre
+    the wavelets on the partition grid. Memory is about ``32 * n_channels * (2 K + 1)`` bytes
+    for the delay line, ``32 * n_freqs * (2 K + 1)`` for the wavelets' spectra and
+    ``16 * block * n_channels * n_freqs`` for intermediate products, ``K`` being half the
+    longest wavelet in samples.
     """
 
-    def __init__(self, spec: ScalogramSpec, n_channels: int, *, block: int | None = None) -> None:
+    def __init__(
+        self,
+        spec: ScalogramSpec,
+        n_channels: int,
+        *,
+        block: int | None = None,
+        n_threads: int = 1,
+    ) -> None:
         if n_channels < 1:
             raise ValueError(f"n_channels must be at least 1, got {n_channels}.")
         if block is None:
             block = max(1, round(0.025 * spec.sfreq_hz))
-        if block < 1:
-            raise ValueError(f"block must be at least one sample, got {block}.")
+            block -= 1 - block % 2
+        if block < 1 or block % 2 == 0:
+            raise ValueError(
+                f"block must be an odd number of samples (at least 1), got {block}: the "
+                "wavelets' mirror symmetry pairs partitions of an odd length."
+            )
+        if n_threads < 1:
+            raise ValueError(f"n_threads must be at least 1, got {n_threads}.")
         self.spec = spec
         self.n_channels = int(n_channels)
-        self.block = int(block)
+        self.block = b = int(block)
         wavelets = spec.wavelets()
         half = np.array([(w.size - 1) // 2 for w in wavelets])
-        self.latency_samples = int(half.max())
-        b = self.block
+        k = int(half.max())
+        # centre every causal filter so that its 2 k' + 1 taps fill whole partitions: then
+        # partition p and partition P - 1 - p are mirror images of each other
+        delay = next(d for d in range(b) if (2 * (k + d) + 1) % b == 0)
+        self.latency_samples = k + delay
         self._n_fft = 2 * b - 1
         n_bins = self._n_fft // 2 + 1
-        n_parts = -(-(2 * self.latency_samples + 1) // b)
-        self._n_parts = n_parts
+        self._n_parts = (2 * self.latency_samples + 1) // b
+        self._n_pairs = (self._n_parts + 1) // 2
+        # a mirrored partition's spectrum is this phase times the conjugate of its partner's
+        phase = np.exp(-2j * np.pi * np.arange(n_bins) * (b - 1) / self._n_fft)
+        self._mirror_phase = phase[:, None, None]
         self._groups = self._make_groups(wavelets, half)
-        self._idft = self._inverse_dft_rows()
-        # delay line of input spectra, newest first from _head; stored twice so that any P
-        # consecutive partitions are one contiguous slice
-        self._spectra = np.zeros((n_bins, 2 * n_parts, 2, self.n_channels))
+        # stage-2 matrices over rows (stack, bin): the wavelets' real parts take their real
+        # products from stack 0 and imaginary ones from stack 1, their imaginary parts the
+        # other way round
+        idft = self._inverse_dft_rows()
+        self._idft = (
+            np.concatenate([idft[:, :, 0], idft[:, :, 1]], axis=1),
+            np.concatenate([idft[:, :, 1], idft[:, :, 0]], axis=1),
+        )
+        # delay line of input spectra, newest first from _head; stored twice so that any
+        # P consecutive partitions are one contiguous slice
+        self._spectra = np.zeros((n_bins, 2 * self._n_parts, self.n_channels), np.complex128)
+        self._stacks = np.empty((2, n_bins, self._n_pairs, 2, self.n_channels))
         self._tail = np.zeros((self.n_channels, self._n_fft), dtype=np.float64)
+        # channel chunks small enough for the products to stay in cache, one or more per thread
+        n_chunks = max(n_threads, -(-self.n_channels // _CHUNK_CHANNELS))
+        n_chunks = min(self.n_channels, -(-n_chunks // n_threads) * n_threads)
+        edges = np.linspace(0, self.n_channels, n_chunks + 1).round().astype(int)
+        self._chunks = [slice(int(a), int(z)) for a, z in zip(edges[:-1], edges[1:], strict=True)]
+        widest = max(c.stop - c.start for c in self._chunks)
+        n_prod = max(g.index.size for g in self._groups)
+        self._buffers = [
+            np.empty((2, n_bins, 2 * n_prod * widest)) for _ in range(min(n_threads, n_chunks))
+        ]
+        self._pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+        self._blas = ThreadpoolController()
         self.reset()
 
     @property
@@ -248,49 +301,50 @@ class StreamingMorlet:
         self._n_blocks = 0
         self._n_columns = 0
 
+    def close(self) -> None:
+        """Stop the worker threads (only needed with ``n_threads > 1``)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+
     def _make_groups(
         self, wavelets: list[NDArray[np.complex128]], half: NDArray[np.int_]
     ) -> list[_Group]:
-        k, b, n_fft = self.latency_samples, self.block, self._n_fft
-        first = (k - half) // b
-        stop = (k + half) // b + 1
-        order = np.argsort(-half, kind="stable")
+        k, b, n_pairs = self.latency_samples, self.block, self._n_pairs
+        first = (k - half) // b  # first partition holding a tap of each wavelet
+        order = np.argsort(first, kind="stable")
         groups = []
         start = 0
         while start < order.size:
-            lead = order[start]
-            span = stop[lead] - first[lead]
+            lead = int(first[order[start]])
             end = start + 1
-            while end < order.size and stop[order[end]] - first[order[end]] >= _GROUP_FILL * span:
+            while end < order.size and n_pairs - first[order[end]] >= _GROUP_FILL * (
+                n_pairs - lead
+            ):
                 end += 1
-            index = order[start:end]
-            p0, p1 = int(first[lead]), int(stop[lead])
-            # causal taps of each real filter (real then imaginary part of every wavelet),
-            # cut into partitions p0..p1-1 of b taps and transformed
-            taps = np.zeros((2 * index.size, (p1 - p0) * b))
+            index = np.sort(order[start:end])
+            n = index.size
+            # causal taps of the group's real filters (wavelets' real then imaginary parts)
+            # over partitions lead .. P - 1 - lead, cut into partitions and transformed
+            taps = np.zeros((2 * n, (self._n_parts - 2 * lead) * b))
             for j, f in enumerate(index):
-                at = k - int(half[f]) - p0 * b
+                at = k - int(half[f]) - lead * b
                 w = wavelets[f]
                 taps[j, at : at + w.size] = w.real
-                taps[index.size + j, at : at + w.size] = w.imag
-            parts = sp_fft.rfft(taps.reshape(2 * index.size, p1 - p0, b), n=n_fft, axis=-1)
-            alpha = np.moveaxis(parts.real, -1, 0)  # (n_bins, filters, partitions)
-            beta = np.moveaxis(parts.imag, -1, 0)
-            n_bins = alpha.shape[0]
-            # rows: real parts of the products, then imaginary parts; columns: each
-            # partition's real then imaginary input spectrum
-            spectra = np.empty((n_bins, 2, 2 * index.size, p1 - p0, 2))
-            spectra[:, 0, :, :, 0] = alpha
-            spectra[:, 0, :, :, 1] = -beta
-            spectra[:, 1, :, :, 0] = beta
-            spectra[:, 1, :, :, 1] = alpha
+                taps[n + j, at : at + w.size] = w.imag
+            parts = sp_fft.rfft(taps.reshape(2 * n, -1, b), n=self._n_fft, axis=-1)
+            parts = np.moveaxis(parts[:, : n_pairs - lead], -1, 0)  # (bins, filters, pairs)
+            parts[:, :, -1] *= 0.5  # the middle partition pairs with itself
+            alpha, beta = parts.real, parts.imag
+            # stack 0 holds (sum.real, difference.imag) of each pair, stack 1 (sum.imag,
+            # difference.real); with alpha + i beta a partition's spectrum, real-part (even)
+            # filters give alpha S + i beta D, imaginary-part (odd) ones alpha D + i beta S
+            weights = np.empty((2, parts.shape[0], 2 * n, n_pairs - lead, 2))
+            weights[0, :, :n, :, 0], weights[0, :, :n, :, 1] = alpha[:, :n], -beta[:, :n]
+            weights[0, :, n:, :, 0], weights[0, :, n:, :, 1] = beta[:, n:], alpha[:, n:]
+            weights[1, :, :n, :, 0], weights[1, :, :n, :, 1] = alpha[:, :n], beta[:, :n]
+            weights[1, :, n:, :, 0], weights[1, :, n:, :, 1] = -beta[:, n:], alpha[:, n:]
             groups.append(
-                _Group(
-                    index.astype(np.intp),
-                    p0,
-                    p1,
-                    np.ascontiguousarray(spectra.reshape(n_bins, 4 * index.size, 2 * (p1 - p0))),
-                )
+                _Group(index.astype(np.intp), lead, weights.reshape(*weights.shape[:3], -1))
             )
             start = end
         return groups
@@ -298,17 +352,14 @@ class StreamingMorlet:
     def _inverse_dft_rows(self) -> NDArray[np.float64]:
         """Real inverse DFT giving the ``block`` valid samples from the half spectrum.
 
-        Row ``j`` gives output ``block - 1 + j`` of the ``2 block - 1`` point circular
-        convolution; columns are ``(bin, real/imaginary)`` pairs.
+        Element ``[j, bin, 0 | 1]`` weighs the real | imaginary part of ``bin`` in output
+        ``block - 1 + j`` of the ``2 block - 1`` point circular convolution.
         """
         n, b = self._n_fft, self.block
         bins = np.arange(n // 2 + 1)
         weight = np.where(bins == 0, 1.0, 2.0) / n  # n is odd: no Nyquist bin
         phase = 2 * np.pi * np.outer(np.arange(b - 1, n), bins) / n
-        rows = np.empty((b, bins.size, 2))
-        rows[:, :, 0] = weight * np.cos(phase)
-        rows[:, :, 1] = -weight * np.sin(phase)
-        return rows.reshape(b, 2 * bins.size)
+        return np.stack([weight * np.cos(phase), -weight * np.sin(phase)], axis=-1)
 
     def push(self, x: ArrayLike) -> NDArray[np.float32]:
         """Add samples and return the columns they complete.
@@ -349,32 +400,79 @@ class StreamingMorlet:
 
     def _process_block(self) -> NDArray[np.float32] | None:
         b, p = self.block, self._n_parts
-        spectrum = sp_fft.rfft(self._tail, axis=-1)  # (n_channels, n_bins)
+        spectrum = sp_fft.rfft(self._tail, axis=-1).T  # (n_bins, n_channels)
         self._head = (self._head - 1) % p
-        for at in (self._head, self._head + p):
-            self._spectra[:, at, 0] = spectrum.real.T
-            self._spectra[:, at, 1] = spectrum.imag.T
+        self._spectra[:, self._head] = spectrum
+        self._spectra[:, self._head + p] = spectrum
         self._tail[:, : self._n_fft - b] = self._tail[:, b:]
         self._n_pending = 0
         # columns whose last needed sample is in this block: t = first_col + j, j < b
         first_col = self._n_blocks * b - self.latency_samples
         self._n_blocks += 1
-        decim = self.spec.decim
         cols = np.arange(max(first_col, 0), first_col + b)
-        cols = cols[cols % decim == 0]
+        cols = cols[cols % self.spec.decim == 0]
         if cols.size == 0:
             return None
-        idft = self._idft[cols - first_col]
-        n_bins = self._spectra.shape[0]
-        power = np.empty((cols.size, self.n_freqs, self.n_channels))
+        rows = cols - first_col
+        idft = (self._idft[0][rows], self._idft[1][rows])
+        out = np.empty((self.n_channels, self.n_freqs, rows.size), dtype=np.float32)
+        # one BLAS thread per worker: several threads per small product only wait on each
+        # other, badly so on a busy machine
+        with self._blas.limit(limits=1, user_api="blas"):
+            if self._pool is None:
+                self._run_chunks(self._chunks, idft, self._buffers[0], out)
+            else:
+                n_workers = len(self._buffers)
+                futures = [
+                    self._pool.submit(self._run_chunks, self._chunks[i::n_workers], idft, buf, out)
+                    for i, buf in enumerate(self._buffers)
+                ]
+                for fut in futures:
+                    fut.result()
+        self._n_columns += rows.size
+        return out
+
+    def _run_chunks(
+        self,
+        chunks: list[slice],
+        idft: tuple[NDArray[np.float64], NDArray[np.float64]],
+        buf: NDArray[np.float64],
+        out: NDArray[np.float32],
+    ) -> None:
+        for chunk in chunks:
+            self._columns(chunk, idft, buf, out)
+
+    def _columns(
+        self,
+        chunk: slice,
+        idft: tuple[NDArray[np.float64], NDArray[np.float64]],
+        buf: NDArray[np.float64],
+        out: NDArray[np.float32],
+    ) -> None:
+        """Power of the block's columns for the channels in ``chunk``, written to ``out``."""
+        p, m = self._n_parts, self._n_pairs
+        line = self._spectra[:, self._head : self._head + p, chunk]
+        # partition q = P - 1 - i mirrors partition i, so X_i H_i + X_q H_q equals
+        # X_i H_i +- (phase X_q) conj(H_i): only the sum S and the difference D of the newer
+        # spectrum and the phase-shifted older one are multiplied, by real weights
+        newer = line[:, :m]
+        older = self._mirror_phase * line[:, p - m :][:, ::-1]
+        total, diff = newer + older, newer - older
+        stacks = self._stacks[..., chunk]
+        stacks[0, :, :, 0], stacks[0, :, :, 1] = total.real, diff.imag
+        stacks[1, :, :, 0], stacks[1, :, :, 1] = total.imag, diff.real
+        n_bins, width, n_rows = line.shape[0], line.shape[2], idft[0].shape[0]
         for g in self._groups:
-            delay = self._spectra[:, self._head + g.first : self._head + g.stop]
-            stacked = np.matmul(g.spectra, delay.reshape(n_bins, -1, self.n_channels))
-            y = idft @ stacked.reshape(2 * n_bins, -1)
-            y = y.reshape(cols.size, 2, g.index.size, self.n_channels)
-            power[:, g.index] = y[:, 0] ** 2 + y[:, 1] ** 2
-        self._n_columns += cols.size
-        return power.transpose(2, 1, 0).astype(np.float32)
+            n = g.index.size
+            products = buf[:, :, : 2 * n * width].reshape(2, n_bins, 2 * n, width)
+            for s in range(2):
+                operand = stacks[s, :, g.first :].reshape(n_bins, -1, width)
+                np.matmul(g.weights[s], operand, out=products[s])
+            even = idft[0] @ products[:, :, :n].reshape(2 * n_bins, -1)
+            odd = idft[1] @ products[:, :, n:].reshape(2 * n_bins, -1)
+            np.multiply(even, even, out=even)
+            even += odd * odd
+            out[chunk, g.where] = even.reshape(n_rows, n, width).transpose(2, 1, 0)
 
 
 def morlet_power(

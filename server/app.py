@@ -12,7 +12,9 @@ from fastapi import FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Settings
 from .deps import AppState
@@ -81,7 +83,6 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         summary="Real-time MEG/EEG decoding: live sessions over WebSocket, batch jobs over REST.",
         version="1",
         lifespan=lifespan,
-        max_body_size=settings.max_upload_bytes,
     )
     app.state.neurocast = state
     if settings.cors_origins:
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(_BodySizeLimit, settings=settings)
     _install_error_handlers(app, settings)
     for router in (health.router, models.router, sessions.router, decode.router):
         app.include_router(router)
@@ -102,6 +104,72 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         return RedirectResponse("/dashboard/")
 
     return app
+
+
+def _too_large(settings: Settings) -> str:
+    mib = settings.max_upload_bytes / 1024**2
+    return (
+        f"The request body exceeds this server's limit of {mib:.0f} MiB; decode the file by "
+        f"path under the data root instead, or raise NEUROCAST_MAX_UPLOAD_MB."
+    )
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    def __init__(self) -> None:
+        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE)
+
+
+class _BodySizeLimit:
+    """Refuse request bodies above the upload limit, without reading more than the limit.
+
+    A declared Content-Length above the limit is refused at once; a body without one
+    (chunked) is counted as it streams in and cut off when it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.limit = settings.max_upload_bytes
+        self.detail = _too_large(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"code": "upload_too_large", "detail": self.detail},
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
 
 
 def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
@@ -117,11 +185,7 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         detail = str(exc.detail)
         if exc.status_code == status.HTTP_413_CONTENT_TOO_LARGE:
-            mib = settings.max_upload_bytes / 1024**2
-            detail = (
-                f"The request body exceeds this server's limit of {mib:.0f} MiB; decode the file "
-                f"by path under the data root instead, or raise NEUROCAST_MAX_UPLOAD_MB."
-            )
+            detail = _too_large(settings)
         elif exc.status_code == status.HTTP_404_NOT_FOUND and detail == "Not Found":
             detail = f"No route {request.url.path}; see /docs for the API."
         return JSONResponse(

@@ -62,7 +62,7 @@ _CACHE_VERSION = "1"
 
 
 def template_montage() -> mne.channels.DigMontage:
-    """MNE's template 10-05 montage (345 electrodes on the Colin27 head)."""
+    """MNE's template 10-05 montage (343 electrodes on the Colin27 head)."""
     # MNE 1.13 renamed "standard_1005" to "colin27_1005" (same positions)
     name = (
         "colin27_1005" if "colin27_1005" in mne.channels.get_builtin_montages() else "standard_1005"
@@ -244,7 +244,7 @@ def load_info(path: str | os.PathLike[str], sfreq: float, modality: Modality = "
         The file's MEG (magnetometers and gradiometers, no reference sensors) and EEG
         channels in the file's order, with its ``dev_head_t`` and digitization; bad-channel
         marks, projectors and compensation matrices are dropped (simulated data has no
-        environmental noise for them to act on).
+        environmental noise for them to act on), and so is the measurement date.
 
     Raises
     ------
@@ -253,7 +253,7 @@ def load_info(path: str | os.PathLike[str], sfreq: float, modality: Modality = "
     """
     try:
         info = mne.io.read_info(path, verbose="error")
-    except Exception as exc:
+    except Exception as exc:  # MNE's readers raise many types on foreign files
         raise ValueError(
             f"Cannot read sensor geometry from {path!s}: {exc}. Give a FIF file recorded with the "
             "sensors to simulate (e.g. sample_audvis_raw.fif)."

@@ -36,10 +36,22 @@ whose ``desc/simulated`` is ``true`` is labelled simulated.
 
 Network configuration
 ---------------------
-LSL finds outlets by multicast, which some networks and containers block. :func:`
-write_loopback_config` writes a liblsl configuration that keeps discovery on this machine
-(unicast to 127.0.0.1); point the ``LSLAPICFG`` environment variable at it before the first
-LSL call of the process.
+LSL finds outlets by multicast, which some networks and containers block.
+:func:`write_loopback_config` writes a liblsl configuration that keeps discovery on this
+machine (unicast to 127.0.0.1); point the ``LSLAPICFG`` environment variable at it before the
+first LSL call of the process.
+
+Several streams
+---------------
+``LSLSpec.merge_with`` appends the channels of further streams of the same nominal rate to
+the first one's. Alignment rule: each stream's time stamps are mapped onto the local clock
+with its own ``time_correction()``; every sample of the first stream takes, from each other
+stream, the sample nearest in time within half a sample period, or NaN when there is none
+(the ring buffer then flags the windows as non-finite). A sample of the first stream is
+released once every other stream has delivered a sample at least as late as it minus half a
+period (no closer partner can still arrive) or has stalled; the first stream's time stamps
+and clock offset are the merged stream's. Samples of the other streams that no sample of the
+first takes are dropped.
 """
 
 from __future__ import annotations
@@ -65,8 +77,7 @@ from .spec import LSLSpec, LSLStreamSelector
 logger = logging.getLogger(__name__)
 
 _OFFSET_REFRESH_S = 1.0  # how often the clock offset estimate is read again
-_RETRY_S = 1.0  # how often a lost stream without source id is looked for again
-_RETRY_RESOLVE_S = 0.5  # how long each of those looks lasts
+_RECONNECT_TIMEOUT_S = 0.5  # how long a stream that is found again may take to answer
 _POLL_S = 0.01  # how often a resolver is asked for what it found
 _MERGE_POLL_S = 0.005  # longest wait on one inlet while another has samples pending
 
@@ -302,11 +313,14 @@ def _describe_visible(wait_s: float) -> str:
     return "Streams visible now:\n" + "\n".join(lines)
 
 
-def _find(sel: LSLStreamSelector, timeout_s: float) -> list[pylsl.StreamInfo]:
-    pred = " and ".join(
+def _predicate(sel: LSLStreamSelector) -> str:
+    return " and ".join(
         f"{f}={_xpath_literal(v)}" for f in ("name", "type", "source_id") if (v := getattr(sel, f))
     )
-    return _poll(pylsl.ContinuousResolver(pred=pred), timeout_s, stop_early=True)
+
+
+def _find(sel: LSLStreamSelector, timeout_s: float) -> list[pylsl.StreamInfo]:
+    return _poll(pylsl.ContinuousResolver(pred=_predicate(sel)), timeout_s, stop_early=True)
 
 
 def resolve_stream(sel: LSLStreamSelector, timeout_s: float) -> pylsl.StreamInfo:
@@ -358,7 +372,7 @@ class _Inlet:
         self.last_data = 0.0
         self.lost = False
         self._next_offset = 0.0
-        self._next_retry = 0.0
+        self._resolver: pylsl.ContinuousResolver | None = None
         self._buf: NDArray | None = None
         self._scale: NDArray[np.float64] | None = None
 
@@ -385,11 +399,12 @@ class _Inlet:
         info = inlet.info(timeout=timeout_s)
         inlet.open_stream(timeout=timeout_s)
         try:
-            offset = inlet.time_correction(timeout=timeout_s)
+            # the first estimate takes a few probes (~0.6 s); on a reconnection the
+            # periodic refresh picks it up instead of holding up the samples
+            offset = inlet.time_correction(timeout=0.0 if reconnect else timeout_s)
         except LSLTimeoutError:
             if not reconnect:
                 raise
-            # the first estimate takes a few probes; the periodic refresh picks it up
             offset = self.offset
         if self.info is not None and (
             info.channel_count() != self.info.channel_count()
@@ -427,18 +442,22 @@ class _Inlet:
                 self.offset = self.inlet.time_correction(timeout=0.0)
 
     def _retry(self, timeout_s: float) -> bool:
-        """Look for a lost, non-recoverable stream again; True when it is back."""
-        now = local_clock()
-        if now < self._next_retry:
-            return False
-        self._next_retry = now + _RETRY_S
-        found = _find(self.sel, max(timeout_s, _RETRY_RESOLVE_S))
+        """Look for a lost, non-recoverable stream again; True when it is back.
+
+        A continuous resolver searches in the background, so this never blocks for long;
+        without a match it waits ``timeout_s`` like an empty pull would.
+        """
+        if self._resolver is None:
+            self._resolver = pylsl.ContinuousResolver(pred=_predicate(self.sel))
+        found = self._resolver.results()
         if not found:
+            time.sleep(timeout_s)
             return False
         try:
-            self._connect(found[0], _RETRY_RESOLVE_S, reconnect=True)
+            self._connect(found[0], _RECONNECT_TIMEOUT_S, reconnect=True)
         except (LSLTimeoutError, LostError):
             return False
+        self._resolver = None
         logger.info("LSL stream %s is back.", _describe_selector(self.sel))
         return True
 
@@ -458,9 +477,9 @@ class _Inlet:
         except LostError:
             # only outlets without a source id get here; the others recover in liblsl
             logger.warning(
-                "LSL stream %s was lost; looking for it again every %g s.",
+                "LSL stream %s was lost (it has no source id, so liblsl cannot recover it); "
+                "looking for it again.",
                 _describe_selector(self.sel),
-                _RETRY_S,
             )
             self.lost = True
             return None
@@ -500,20 +519,12 @@ class _Inlet:
     def close(self) -> None:
         if self.inlet is not None:
             self.inlet.close_stream()
-        self.inlet = None
+        self.inlet = self._resolver = None
 
 
 class _Aligner:
-    """Merges streams of one nominal rate onto the first stream's samples.
-
-    Alignment rule: every stream's time stamps are mapped onto the local clock with its own
-    ``time_correction()``. Each sample of the first (primary) stream takes, from every other
-    stream, the sample nearest in time if it lies within half a sample period; otherwise those
-    channels are NaN for that sample (the ring buffer flags the windows). A primary sample is
-    emitted once every other stream has delivered a sample at least as late as it minus half
-    a period (so no closer partner can still arrive), or once that stream is stalled. Samples
-    of the other streams that no primary sample takes are dropped.
-    """
+    """Merges streams of one nominal rate onto the first stream's samples (the alignment
+    rule is in the module docstring); times are on the local clock."""
 
     def __init__(self, widths: list[int], sfreq: float, keep: int, dtype: np.dtype) -> None:
         self.tol = 0.5 / sfreq

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from .preprocess import hold_last_finite
 from .results import Latency, Result, ResultKind
 from .ring import NotEnoughDataError, RingBuffer
 from .source import Chunk, Marker, StreamInfo, local_clock
@@ -121,6 +122,7 @@ class DecodeEngine:
         )
         self._markers: deque[Marker] = deque(maxlen=4096)
         self._fed = 0  # raw samples already pushed through preprocessing
+        self._last_finite = np.zeros(stream.n_channels, dtype=np.float32)
         self.clock_offset = 0.0
 
     def write(self, chunk: Chunk) -> None:
@@ -207,8 +209,10 @@ class DecodeEngine:
             start = oldest
         x = self.ring.read(start, end).data
         if not np.isfinite(x).all():
-            # NaN/inf would poison filter state forever; the window is flagged instead
-            x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+            # NaN/inf would poison filter state forever; the window is flagged instead, and
+            # holding the last finite value (not zero) spares later windows a filter transient
+            x = hold_last_finite(x, self._last_finite)
+        self._last_finite[:] = x[:, -1]
         for state in self.states:
             state.push(x)
         self._fed = end

@@ -165,6 +165,30 @@ def fit_robust_scaler(data: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.
     return center, scale
 
 
+def hold_last_finite(x: NDArray[np.floating], last: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Replace NaN/inf samples by the last finite value of their channel.
+
+    Holding the value (rather than substituting zero) keeps a channel with a DC offset free
+    of the step that would make causal filters ring long after the bad samples.
+
+    Parameters
+    ----------
+    x : array, shape (n_channels, n_samples)
+        Samples that may hold NaN or inf.
+    last : array, shape (n_channels,)
+        Each channel's last finite value before ``x`` (used until ``x`` has a finite one).
+
+    Returns
+    -------
+    held : ndarray, shape (n_channels, n_samples), float32
+        A copy of ``x`` with every non-finite sample replaced.
+    """
+    idx = np.where(np.isfinite(x), np.arange(x.shape[1]), -1)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    held = np.take_along_axis(x, np.maximum(idx, 0), axis=1)
+    return np.where(idx >= 0, held, np.asarray(last)[:, None]).astype(np.float32)
+
+
 def _rational_ratio(sfreq_in: float, sfreq_out: float, rtol: float = 1e-5) -> Fraction:
     """The fraction ``up / down`` with the smallest denominator within ``rtol`` of the ratio."""
     ratio = sfreq_out / sfreq_in
@@ -370,7 +394,9 @@ class OnlinePreprocessor:
             band = [spec.l_freq_hz, spec.h_freq_hz]
             sections.append(signal.butter(order, band, "bandpass", fs=sfreq, output="sos"))
         elif spec.l_freq_hz is not None:
-            sections.append(signal.butter(order, spec.l_freq_hz, "highpass", fs=sfreq, output="sos"))
+            sections.append(
+                signal.butter(order, spec.l_freq_hz, "highpass", fs=sfreq, output="sos")
+            )
         elif spec.h_freq_hz is not None:
             sections.append(signal.butter(order, spec.h_freq_hz, "lowpass", fs=sfreq, output="sos"))
         if not sections:
@@ -424,8 +450,8 @@ class OnlinePreprocessor:
             )
         if x.shape[1] == 0:
             return np.empty((self.n_channels_out, 0), dtype=np.float32)
-        if not np.isfinite(x.sum()):  # rare: the fast check is one reduction
-            x = self._hold_finite(x)
+        if not np.isfinite(x).all():
+            x = hold_last_finite(x, self._last_finite)
         self._last_finite[:] = x[:, -1]
         if self._resampler is not None:
             y = self._resampler.push(x, self._pick)
@@ -440,14 +466,6 @@ class OnlinePreprocessor:
             self._zi = self._zi_unit[:, None, :] * y[None, :, 0, None].astype(np.float64)
         filtered, self._zi = signal.sosfilt(self._sos, y, axis=-1, zi=self._zi)
         return filtered.astype(np.float32)
-
-    def _hold_finite(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Replace NaN/inf samples by the channel's last finite value (a copy)."""
-        finite = np.isfinite(x)
-        idx = np.where(finite, np.arange(x.shape[1]), -1)
-        np.maximum.accumulate(idx, axis=1, out=idx)
-        held = np.take_along_axis(x, np.maximum(idx, 0), axis=1)
-        return np.where(idx >= 0, held, self._last_finite[:, None]).astype(np.float32)
 
     def finalize(self, window: NDArray[np.floating]) -> NDArray[np.float32]:
         """Apply the per-window steps: baseline, robust scaling, clipping.

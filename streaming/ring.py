@@ -148,6 +148,10 @@ class RingBuffer:
         self._issues: deque[TimestampIssue] = deque(maxlen=max_issues)
         self._issue_lock = threading.Lock()
         self._cond = threading.Condition()
+        # Writers notify only when a waiter's target is reached, so a decode thread waiting
+        # for the next window is not woken by every 1-sample chunk.
+        self._n_waiters = 0
+        self._wake_at = float("inf")
 
     @property
     def n_written(self) -> int:
@@ -239,7 +243,8 @@ class RingBuffer:
         with self._cond:
             self._n_written += n
             self._segment = (self._n_written, segment_start)
-            self._cond.notify_all()
+            if self._n_written >= self._wake_at:
+                self._cond.notify_all()
         return found
 
     def _find_issues(
@@ -262,7 +267,9 @@ class RingBuffer:
         if steps is not None:
             for i in np.flatnonzero(steps > self._gap_s):
                 kind: IssueKind = "clock_jump_forward" if steps[i] > self._jump_s else "gap"
-                found.append(TimestampIssue(kind, base + int(i) + 1, float(ts[i]), float(ts[i + 1])))
+                found.append(
+                    TimestampIssue(kind, base + int(i) + 1, float(ts[i]), float(ts[i + 1]))
+                )
         if arr.dtype.kind == "f":
             finite = np.isfinite(arr).all(axis=1)
             if not finite.all():
@@ -290,7 +297,16 @@ class RingBuffer:
             True if the count was reached.
         """
         with self._cond:
-            return self._cond.wait_for(lambda: self._n_written >= n_written, timeout)
+            if self._n_written >= n_written:
+                return True
+            self._n_waiters += 1
+            self._wake_at = min(self._wake_at, n_written)
+            try:
+                return self._cond.wait_for(lambda: self._n_written >= n_written, timeout)
+            finally:
+                self._n_waiters -= 1
+                if self._n_waiters == 0:
+                    self._wake_at = float("inf")
 
     def wake(self) -> None:
         """Wake every thread blocked in :meth:`wait_for` (used when a stream stops)."""
@@ -355,12 +371,15 @@ class RingBuffer:
             If fewer than ``n_samples`` samples exist up to ``t``, or they were overwritten.
         """
         while True:
+            held_from = self._n_reserved - self.capacity
             stop = self._n_written if t is None else self.index_at(t)
+            start = stop - n_samples
             try:
-                return self.read(stop - n_samples, stop)
+                return self.read(start, stop)
             except NotEnoughDataError:
-                if self._n_reserved - self.capacity <= stop - n_samples:
-                    raise  # not a lap by the writer: the data does not exist (yet)
+                if start < 0 or (t is not None and start < held_from):
+                    raise  # the data did not exist (or was gone) before this read began
+                # the writer lapped this read: read again (the newest window moved on)
 
     def read(self, start: int, stop: int) -> Window:
         """Read samples ``start`` to ``stop`` (absolute indices, ``stop`` exclusive).

@@ -618,10 +618,10 @@ class _Renderer:
             s[m.rhythm_slice] = rh * self._amplitudes[:, None] * gains[m.rhythm_of_dipole]
         return s
 
-    def render(self, start: int, n: int, schedule: _Schedule) -> NDArray[np.float64]:
-        """Sensor data (n_channels, n) for samples ``start .. start + n``."""
+    def render(self, start: int, n: int, schedule: _Schedule) -> NDArray[np.float32]:
+        """Sensor data (n_channels, n) for samples ``start .. start + n``, float32."""
         if n == 0:
-            return np.zeros((self.model.gain.shape[0], 0))
+            return np.zeros((self.model.gain.shape[0], 0), dtype=np.float32)
         # these products are small: BLAS threads gain nothing and, spinning on a busy
         # machine, would take cores from the decoder
         with _blas_controller().limit(limits=1, user_api="blas"):
@@ -634,7 +634,7 @@ class _Renderer:
                     data += (white * self.noise_colour).T
                 else:
                     data += self.noise_colour @ white.T
-        return data
+        return data.astype(np.float32)
 
 
 @functools.lru_cache(maxsize=1)
@@ -786,11 +786,8 @@ eeg_channels, classes, block_s, image_duration_s
                 raise ValueError(
                     f"Cannot read a noise covariance from {sp.noise_cov_path}: {exc}."
                 ) from exc
-        self._noise_colour = (
-            (_cov_colour(cov, info) if cov is not None else _white_noise_std(info, self.sfreq))
-            if sensor_noise
-            else None
-        )
+        colour = _cov_colour(cov, info) if cov is not None else _white_noise_std(info, self.sfreq)
+        self._noise_colour = colour if sensor_noise else None
         self._background = background
 
         description = (
@@ -932,7 +929,7 @@ eeg_channels, classes, block_s, image_duration_s
         sched = self._schedule
         sched.forget_before(start)
         sched.extend_to(start + n)
-        data = self._renderer.render(start, n, sched).astype(np.float32)
+        data = self._renderer.render(start, n, sched)
         events = [
             (onset, dur, self._event_value(kind, idx))
             for onset, dur, kind, idx in sched.events(start, start + n)

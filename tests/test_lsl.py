@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from neurocast.streaming.lsl import LSLSource, describe_channels, write_loopback_config
 from neurocast.streaming.ring import RingBuffer
 from neurocast.streaming.source import Chunk, SourceError, local_clock
@@ -20,7 +23,9 @@ from neurocast.streaming.spec import LSLSpec
 # liblsl reads its configuration once per process, at the first LSL call: keep discovery on
 # this machine (no multicast needed) and isolate this run from other LSL users.
 if "LSLAPICFG" not in os.environ:
-    _cfg = Path(tempfile.mkdtemp(prefix="neurocast-lsl-")) / "lsl_api.cfg"
+    _cfg_dir = tempfile.mkdtemp(prefix="neurocast-lsl-")
+    atexit.register(shutil.rmtree, _cfg_dir, True)
+    _cfg = Path(_cfg_dir) / "lsl_api.cfg"
     os.environ["LSLAPICFG"] = str(write_loopback_config(_cfg, f"nc-test-{uuid.uuid4().hex[:8]}"))
 
 import pylsl  # after LSLAPICFG is set
@@ -148,7 +153,7 @@ def test_paused_reader_gets_only_the_newest_buffer() -> None:
         values = np.repeat(np.arange(n, dtype=np.float32)[:, None], 2, axis=1)
         stamps = pylsl.local_clock() + np.arange(n) / SFREQ
         outlet.push_chunk(values, stamps.tolist())
-        time.sleep(0.5)  # let the inlet's receiver thread take everything in
+        time.sleep(1.0)  # let the inlet's receiver thread take everything in
         got = []
         while (chunk := source.read(0.2)) is not None:
             got.append(chunk)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import socket
 import tempfile
 import threading
 import uuid
@@ -13,7 +16,7 @@ import mne
 import numpy as np
 import pytest
 
-from neurocast.clients.cli import EXIT_OK, EXIT_USAGE, main
+from neurocast.clients.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from neurocast.streaming.lsl import LSLSource, write_loopback_config
 from neurocast.streaming.replay import FieldTripPlayer, LSLPlayer, ReplaySource
 from neurocast.streaming.source import Chunk, SourceError, local_clock
@@ -21,7 +24,9 @@ from neurocast.streaming.spec import FieldTripSpec, LSLSpec, ReplaySpec
 
 # liblsl reads its configuration once per process: keep discovery on this machine
 if "LSLAPICFG" not in os.environ:
-    _cfg = Path(tempfile.mkdtemp(prefix="neurocast-lsl-")) / "lsl_api.cfg"
+    _cfg_dir = tempfile.mkdtemp(prefix="neurocast-lsl-")
+    atexit.register(shutil.rmtree, _cfg_dir, True)
+    _cfg = Path(_cfg_dir) / "lsl_api.cfg"
     os.environ["LSLAPICFG"] = str(write_loopback_config(_cfg, f"nc-test-{uuid.uuid4().hex[:8]}"))
 
 pytestmark = pytest.mark.timeout(60)
@@ -163,7 +168,11 @@ def test_unreadable_file_gives_a_clear_error(
 
 
 def test_cli_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["replay", "x.fif", "--speed", "0"], ["replay", "x.fif", "--to", "udp"]):
+    for argv in (
+        ["replay", "x.fif", "--speed", "0"],
+        ["replay", "x.fif", "--to", "udp"],
+        ["replay", "x.fif", "--port", "70000"],
+    ):
         with pytest.raises(SystemExit) as err:
             main(argv)
         assert err.value.code == EXIT_USAGE
@@ -255,3 +264,15 @@ def test_cli_replays_to_lsl_until_the_end(
     assert code == EXIT_OK
     out = capsys.readouterr().out
     assert "Replayed 200 samples." in out
+
+
+@pytest.mark.shared_data
+def test_cli_reports_an_unreachable_fieldtrip_buffer(
+    shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = main(["replay", str(shared_data / KIT), "--to", "fieldtrip", "--port", str(port)])
+    assert code == EXIT_FAILURE
+    assert str(port) in capsys.readouterr().err

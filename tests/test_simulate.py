@@ -125,8 +125,11 @@ def test_same_seed_same_stream_in_any_chunking(cache_dir: Path) -> None:
         d, m = b.generate(n)
         pieces.append(d)
         markers_b += m
-    np.testing.assert_array_equal(np.concatenate(pieces, axis=1), data_a)
+    # the same samples whatever the chunking (up to float rounding in the products)
+    scale = np.abs(data_a).max(axis=1, keepdims=True)  # per channel: volts vs tesla
+    assert np.max(np.abs(np.concatenate(pieces, axis=1) - data_a) / scale) < 1e-6
     assert markers_b == markers_a
+    np.testing.assert_array_equal(make(cache_dir, seed=3).generate(1500)[0], data_a)
     assert data_a.dtype == np.float32 and data_a.shape == (370, 1500)
     data_c, _ = c.generate(1500)
     assert not np.allclose(data_c, data_a)
