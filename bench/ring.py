@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,10 @@ def _run_mnelsl(name: str, source_id: str, n_reads: int) -> tuple[NDArray, NDArr
     read times in µs."""
     from mne_lsl.stream import StreamLSL
 
-    stream = StreamLSL(bufsize=5.0, name=name, source_id=source_id).connect(timeout=10.0)
+    with warnings.catch_warnings():
+        # the outlet sends no channel description; MNE-LSL names channels by index then
+        warnings.filterwarnings("ignore", "Something went wrong while reading the channel")
+        stream = StreamLSL(bufsize=5.0, name=name, source_id=source_id).connect(timeout=10.0)
     try:
         deadline = time.monotonic() + 10.0
         while stream.n_new_samples < WINDOW and time.monotonic() < deadline:

@@ -25,6 +25,7 @@ COMMANDS: list[str] = [
     "decode",
     "watch",
     "demo",
+    "train",
 ]
 
 

@@ -98,7 +98,10 @@ class InputSpec(_Spec):
         When set, the model reads Morlet wavelet power (channels × frequencies × time,
         computed by :class:`~neurocast.models.scalogram.StreamingMorlet` from the
         preprocessed signal) instead of the signal itself. Its ``sfreq_hz`` is the
-        preprocessing output rate and its ``latency_s`` the scalogram's delay.
+        preprocessing output rate and its ``latency_s`` the scalogram's delay. The
+        preprocessing's robust scaling then applies to the continuous signal before the
+        wavelets (recommended for MEG in tesla, whose power underflows float32); baseline
+        and clipping are not allowed.
     """
 
     ch_names: list[str] = Field(min_length=1)
@@ -132,10 +135,11 @@ class InputSpec(_Spec):
                     f"output rate ({self.model_sfreq_hz} Hz)."
                 )
             pre = self.preprocess
-            if pre.baseline_s is not None or pre.robust_center is not None or pre.clip:
+            if pre.baseline_s is not None or pre.clip is not None:
                 raise ValueError(
-                    "Baseline, robust scaling and clipping act on signal windows, not on "
-                    "wavelet power: scale the power inside the exported graph instead."
+                    "Baseline and clipping act on signal windows, not on wavelet power: scale "
+                    "the power inside the exported graph instead (robust scaling is allowed: it "
+                    "scales the continuous signal before the wavelets)."
                 )
         return self
 
@@ -262,7 +266,7 @@ class ArtifactMetadata(_Spec):
         Version of this metadata layout.
     """
 
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128)
     version: str = Field(min_length=1, max_length=64)
     task: Task
@@ -591,7 +595,9 @@ def read_metadata(path: str | Path) -> ArtifactMetadata:
 
 def _value_infos(graph: memoryview) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """The graph's inputs (initializers excluded) and outputs, parsing only those fields."""
-    initializers, inputs, outputs = set(), [], []
+    initializers: set[str] = set()
+    inputs: list[TensorSpec] = []
+    outputs: list[TensorSpec] = []
     for number, _, payload, end in _fields(graph):
         if number == _GRAPH_INITIALIZER:
             for n2, _, p2, e2 in _fields(graph[payload:end]):
@@ -628,20 +634,23 @@ def _check_graph(data: bytes, meta: ArtifactMetadata, where: str) -> tuple[Tenso
         )
     (inp,) = inputs
     expected = meta.input.shape
+    axes = ("channels", "frequencies", "times") if meta.input.scalogram else ("channels", "times")
     problems = []
     if inp.elem_type != _FLOAT:
         problems.append(f"input {inp.name!r} is not float32")
     if len(inp.shape) != len(expected) + 1:
         problems.append(
             f"input {inp.name!r} has rank {len(inp.shape)}, the metadata implies "
-            f"{len(expected) + 1} (batch, {'channels, frequencies, times' if meta.input.scalogram else 'channels, times'})"
+            f"{len(expected) + 1} (batch, {', '.join(axes)})"
         )
     else:
         batch = inp.shape[0]
         if isinstance(batch, int) and batch != 1:
             problems.append(f"input {inp.name!r} has a fixed batch of {batch} (use 1 or dynamic)")
         for dim, want, what in zip(
-            inp.shape[1:], expected, ("channels", "frequencies", "times")[-len(expected) :],
+            inp.shape[1:],
+            expected,
+            axes,
             strict=True,
         ):
             if isinstance(dim, int) and dim != want:
@@ -668,10 +677,10 @@ def _check_graph(data: bytes, meta: ArtifactMetadata, where: str) -> tuple[Tenso
             f"{len(want_out) + 1}"
         )
     else:
-        for dim, want in zip(out.shape[1:], want_out, strict=True):
-            if isinstance(dim, int) and want is not None and dim != want:
+        for dim, size in zip(out.shape[1:], want_out, strict=True):
+            if isinstance(dim, int) and size is not None and dim != size:
                 problems.append(
-                    f"output {out.name!r} has size {dim} where the metadata implies {want}"
+                    f"output {out.name!r} has size {dim} where the metadata implies {size}"
                 )
     if problems:
         raise ArtifactError(

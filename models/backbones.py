@@ -27,6 +27,7 @@ of imagined speech. https://arxiv.org/abs/2601.15909
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -252,7 +253,9 @@ class ResNet18(Backbone):
         in_ch = 64
         for i, out_ch in enumerate((64, 128, 256, 512)):
             stride = 1 if i == 0 else 2
-            layers.append(nn.Sequential(_BasicBlock(in_ch, out_ch, stride), _BasicBlock(out_ch, out_ch, 1)))
+            layers.append(
+                nn.Sequential(_BasicBlock(in_ch, out_ch, stride), _BasicBlock(out_ch, out_ch, 1))
+            )
             in_ch = out_ch
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.fc = nn.Linear(512, n_classes)
@@ -332,7 +335,9 @@ class ViTTiny(Backbone):
     def __init__(self, image_size: int = 224, n_classes: int = 1000) -> None:
         super().__init__()
         if image_size % 16:
-            raise ValueError(f"ViT-Tiny needs an input size that is a multiple of 16, got {image_size}.")
+            raise ValueError(
+                f"ViT-Tiny needs an input size that is a multiple of 16, got {image_size}."
+            )
         dim, self.grid = 192, image_size // 16
         self.patch_embed = _PatchEmbed(16, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -359,8 +364,12 @@ class ViTTiny(Backbone):
         if pos is not None and pos.shape != self.pos_embed.shape:
             old = math.isqrt(pos.shape[1] - 1)
             grid = pos[:, 1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)
-            grid = F.interpolate(grid, size=(self.grid, self.grid), mode="bicubic", align_corners=False)
-            state = dict(state, pos_embed=torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], 1))
+            grid = F.interpolate(
+                grid, size=(self.grid, self.grid), mode="bicubic", align_corners=False
+            )
+            state = dict(
+                state, pos_embed=torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], 1)
+            )
         return state
 
 
@@ -386,7 +395,7 @@ class CompactCNN(Backbone):
             nn.Sequential(
                 nn.Conv2d(a, b, 3, 2 if i else 1, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU()
             )
-            for i, (a, b) in enumerate(zip(chans[:-1], chans[1:], strict=True))
+            for i, (a, b) in enumerate(itertools.pairwise(chans))
         )
         self.n_features = chans[-1]
 

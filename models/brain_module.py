@@ -311,7 +311,12 @@ class ResidualBlock(nn.Module):
     """Two residual dilated convolutions (batch norm, GELU), then a convolution and a GLU."""
 
     def __init__(
-        self, in_ch: int, out_ch: int, kernel_size: int, dilations: tuple[int, int], glu_context: int
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        dilations: tuple[int, int],
+        glu_context: int,
     ) -> None:
         super().__init__()
         self.convs = nn.ModuleList()

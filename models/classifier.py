@@ -52,11 +52,15 @@ class ScalogramStandardizer(nn.Module):
         Mean and standard deviation of ``log(power)`` over training windows and time.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: NDArray[np.floating], std: NDArray[np.floating]) -> None:
         super().__init__()
         if mean.shape != std.shape or mean.ndim != 2:
             raise ValueError(
-                f"mean and std must both be (n_channels, n_freqs), got {mean.shape} and {std.shape}."
+                "mean and std must both be (n_channels, n_freqs), got "
+                f"{mean.shape} and {std.shape}."
             )
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32)[..., None])
         self.register_buffer(
@@ -109,6 +113,9 @@ class PCAMixing(nn.Module):
     center : array, shape (n_channels,)
         Mean sensor vector subtracted before projecting.
     """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
 
     def __init__(self, components: NDArray[np.floating], center: NDArray[np.floating]) -> None:
         super().__init__()
@@ -187,11 +194,11 @@ class ScalogramClassifier(nn.Module):
             raise ValueError(f"A classifier needs at least 2 classes, got {n_classes}.")
         if input_size < 32:
             raise ValueError(f"input_size must be at least 32 pixels, got {input_size}.")
-        n_channels, n_freqs = standardizer.mean.shape[:2]
+        n_channels, n_freqs = (int(n) for n in standardizer.mean.shape[:2])
         self.standardizer = standardizer
         self.mixing: nn.Module
         if mixing == "learned":
-            self.mixing = SensorMixing(int(n_channels))
+            self.mixing = SensorMixing(n_channels)
         elif mixing == "pca3":
             if pca is None:
                 raise ValueError("mixing='pca3' needs a fitted PCAMixing (PCAMixing.fit).")
@@ -213,17 +220,20 @@ class ScalogramClassifier(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.backbone.n_features, n_classes)
-        self.config = {
+        self.n_classes = n_classes
+        self.config: dict[str, object] = {
             "backbone": backbone,
             "pretrained": pretrained,
             "mixing": mixing,
             "input_size": input_size,
-            "n_channels": int(n_channels),
-            "n_freqs": int(n_freqs),
+            "n_channels": n_channels,
+            "n_freqs": n_freqs,
             "n_classes": n_classes,
         }
-        norms = [m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        self._frozen_norms: list[nn.Module] = []
+        norms = [
+            m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
+        self._frozen_norms: list[nn.modules.batchnorm._BatchNorm] = []
         if pretrained:
             keep = {id(p) for m in self.backbone.last_block() for p in m.parameters()}
             for p in self.backbone.parameters():

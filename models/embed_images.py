@@ -191,7 +191,9 @@ def skimage_images() -> list[ImageItem]:
     return items
 
 
-def fit_pca(features: NDArray[np.floating], dim: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+def fit_pca(
+    features: NDArray[np.floating], dim: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Mean and the first ``dim`` principal axes of image features.
 
     Parameters
@@ -300,7 +302,11 @@ def build_gallery(
         "projection": (
             None
             if projection is None
-            else {"kind": "pca", "dim": int(projection[1].shape[0]), "from": like.name if like else name}
+            else {
+                "kind": "pca",
+                "dim": int(projection[1].shape[0]),
+                "from": like.name if like else name,
+            }
         ),
         "thumbnail_px": thumbnail_px,
         "source": source,

@@ -167,10 +167,14 @@ class EpochSet:
         """Epochs of several sets with the same channels, rate and times."""
         first = sets[0]
         for s in sets[1:]:
-            if s.ch_names != first.ch_names or s.sfreq != first.sfreq or len(s.times) != len(
-                first.times
+            if (
+                s.ch_names != first.ch_names
+                or s.sfreq != first.sfreq
+                or len(s.times) != len(first.times)
             ):
-                raise ValueError("Epoch sets to concatenate need the same channels, rate and times.")
+                raise ValueError(
+                    "Epoch sets to concatenate need the same channels, rate and times."
+                )
         return replace(
             first,
             data=np.concatenate([s.data for s in sets]),
@@ -286,9 +290,7 @@ def epochs_from_recording(
     starts = np.round(np.asarray(onsets) * rate / stream.sfreq).astype(np.int64) + first
     keep = (starts >= 0) & (starts + n_times <= y.shape[1])
     if not keep.any():
-        raise ValueError(
-            f"No trial fits in the recording with tmin={tmin} s and tmax={tmax} s."
-        )
+        raise ValueError(f"No trial fits in the recording with tmin={tmin} s and tmax={tmax} s.")
     rows = np.asarray(image_rows, dtype=np.int64)[keep]
     epochs = np.stack([y[:, s : s + n_times] for s in starts[keep]])
     n = len(rows)
@@ -626,7 +628,10 @@ def _validation_loss(
 
 @torch.no_grad()
 def predict_embeddings(
-    module: BrainModule, x: NDArray[np.float32], subjects: ArrayLike | None = None, n_context: int = 0
+    module: BrainModule,
+    x: NDArray[np.float32],
+    subjects: ArrayLike | None = None,
+    n_context: int = 0,
 ) -> NDArray[np.float32]:
     """CLIP-head embeddings (n, out_dim) of finalised inputs (n, n_channels, n_context + n)."""
     module.eval()

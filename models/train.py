@@ -22,7 +22,11 @@ from numpy.typing import NDArray
 from sklearn.metrics import balanced_accuracy_score
 from tqdm.auto import tqdm
 
-from .classifier import ScalogramClassifier
+from ..streaming.preprocess import PreprocessSpec, fit_robust_scaler, preprocess_array
+from ..streaming.source import StreamInfo
+from .artifact import InputSpec
+from .classifier import MixingKind, PCAMixing, ScalogramClassifier, ScalogramStandardizer
+from .scalogram import morlet_power
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +84,10 @@ class ScalogramWindows:
     def batch(self, index: NDArray[np.int64]) -> NDArray[np.float32]:
         """Windows ``index`` stacked as (len(index), n_channels, n_freqs, n_times)."""
         return np.stack(
-            [self.power[r][..., s : s + self.n_times] for r, s in zip(self.recording[index], self.start[index], strict=True)]
+            [
+                self.power[r][..., s : s + self.n_times]
+                for r, s in zip(self.recording[index], self.start[index], strict=True)
+            ]
         )
 
     def subset(self, index: NDArray[np.int64]) -> ScalogramWindows:
@@ -93,6 +100,183 @@ class ScalogramWindows:
             self.groups[index],
             self.n_times,
         )
+
+
+def preprocess_recording(
+    data: NDArray[np.floating], stream: StreamInfo, spec: InputSpec
+) -> NDArray[np.float32]:
+    """The model's continuous online preprocessing of a whole recording, in batch mode.
+
+    :func:`~neurocast.streaming.preprocess.preprocess_array` with the model's channels: the
+    same causal filters and resampling as live decoding.
+
+    Parameters
+    ----------
+    data : array, shape (n_channels, n_samples)
+        The recording, channels in the order of ``stream``.
+    stream : StreamInfo
+        Its channel names and rate.
+    spec : InputSpec
+        The model's input.
+
+    Returns
+    -------
+    signal : ndarray, shape (n_model_channels, n_samples_out), float32
+        At ``spec.model_sfreq_hz``.
+    """
+    pre = spec.preprocess.model_copy(update={"picks": spec.ch_names})
+    return preprocess_array(pre, data, stream)
+
+
+def with_signal_scaling(spec: InputSpec, signals: list[NDArray[np.float32]]) -> InputSpec:
+    """``spec`` with robust scaling (median/IQR per channel) fitted on training signals.
+
+    For scalogram models the scaling applies to the continuous signal before the wavelets, so
+    MEG power (tesla²) stays far from float32's limits.
+    """
+    center, scale = fit_robust_scaler(np.concatenate(signals, axis=1))
+    pre = spec.preprocess.model_copy(
+        update={"robust_center": center.tolist(), "robust_scale": scale.tolist()}
+    )
+    return spec.model_copy(update={"preprocess": PreprocessSpec.model_validate(pre.model_dump())})
+
+
+def recording_power(signal: NDArray[np.float32], spec: InputSpec) -> NDArray[np.float32]:
+    """Wavelet power of a preprocessed recording exactly as the stream computes it.
+
+    Applies the spec's robust scaling and then :func:`~neurocast.models.scalogram.morlet_power`,
+    as :class:`~neurocast.models.scalogram.ScalogramPreprocessor` does live, so training
+    windows equal the windows the decode engine cuts.
+
+    Parameters
+    ----------
+    signal : array, shape (n_model_channels, n_samples)
+        Output of :func:`preprocess_recording`.
+    spec : InputSpec
+        The model's input (``scalogram`` must be set).
+
+    Returns
+    -------
+    power : ndarray, shape (n_model_channels, n_freqs, n_columns), float32
+        Column ``j`` describes the signal at ``j / spec.scalogram.sfreq_out_hz`` seconds.
+    """
+    if spec.scalogram is None:
+        raise ValueError("The input spec has no scalogram: this model reads wavelet power.")
+    pre = spec.preprocess
+    x = np.asarray(signal, dtype=np.float64)
+    if pre.robust_center is not None and pre.robust_scale is not None:
+        x = (x - np.asarray(pre.robust_center)[:, None]) / np.asarray(pre.robust_scale)[:, None]
+    return morlet_power(x, spec.scalogram)
+
+
+def trial_windows(
+    power: list[NDArray[np.float32]],
+    onsets_s: list[NDArray[np.floating]],
+    labels: list[NDArray[np.int64]],
+    spec: InputSpec,
+    *,
+    tmin_s: float,
+    tmax_s: float,
+    stride_s: float,
+) -> ScalogramWindows:
+    """Windows whose last column lies between ``tmin_s`` and ``tmax_s`` after each trial onset.
+
+    Parameters
+    ----------
+    power : list of array, shape (n_channels, n_freqs, n_columns)
+        Continuous scalograms (:func:`recording_power`), one per recording.
+    onsets_s : list of array
+        Trial onsets in seconds since each recording's first sample.
+    labels : list of array of int
+        Trial classes.
+    spec : InputSpec
+        The model's input (window length and scalogram rate).
+    tmin_s, tmax_s : float
+        Range of window ends relative to the onset, in seconds.
+    stride_s : float
+        Step between window ends, in seconds.
+
+    Returns
+    -------
+    windows : ScalogramWindows
+        Groups number trials across all recordings (0, 1, ...), in order.
+    """
+    if spec.scalogram is None:
+        raise ValueError("The input spec has no scalogram: this model reads wavelet power.")
+    if not tmax_s > tmin_s or not stride_s > 0:
+        raise ValueError(
+            f"Need tmin_s < tmax_s and a positive stride, got {tmin_s}, {tmax_s}, {stride_s}."
+        )
+    rate = spec.scalogram.sfreq_out_hz
+    n_times = spec.n_times
+    rec, start, lab, grp = [], [], [], []
+    offsets = np.arange(
+        round(tmin_s * rate), round(tmax_s * rate) + 1, max(1, round(stride_s * rate))
+    )
+    trial = 0
+    for r, (p, on, y) in enumerate(zip(power, onsets_s, labels, strict=True)):
+        for onset, label in zip(np.round(np.asarray(on) * rate).astype(np.int64), y, strict=True):
+            ends = onset + offsets
+            ends = ends[(ends >= n_times) & (ends <= p.shape[-1])]
+            rec += [r] * len(ends)
+            start += (ends - n_times).tolist()
+            lab += [int(label)] * len(ends)
+            grp += [trial] * len(ends)
+            trial += 1
+    as_int = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    return ScalogramWindows(
+        list(power), as_int(rec), as_int(start), as_int(lab), as_int(grp), n_times
+    )
+
+
+def build_classifier(
+    train: ScalogramWindows,
+    n_classes: int,
+    *,
+    backbone: str = "efficientnet-lite0",
+    pretrained: bool = True,
+    mixing: MixingKind = "learned",
+    input_size: int = 224,
+    weights: str | None = None,
+    compact_width: int = 16,
+    seed: int = 0,
+) -> ScalogramClassifier:
+    """A classifier whose log-power statistics (and PCA-3 projection) come from ``train``.
+
+    Parameters
+    ----------
+    train : ScalogramWindows
+        Training windows (never validation or test windows).
+    n_classes : int
+        Number of classes.
+    backbone, pretrained, mixing, input_size, weights, compact_width
+        See :class:`~neurocast.models.classifier.ScalogramClassifier`.
+    seed : int
+        Seed of the new layers' initialisation.
+
+    Returns
+    -------
+    model : ScalogramClassifier
+        Untrained head and mixing, in eval mode.
+    """
+    power = train.batch(np.arange(len(train)))
+    standardizer = ScalogramStandardizer.fit(power)
+    pca = None
+    if mixing == "pca3":
+        with torch.no_grad():
+            pca = PCAMixing.fit(standardizer(torch.from_numpy(power)).numpy())
+    set_seed(seed)
+    return ScalogramClassifier(
+        standardizer,
+        n_classes,
+        backbone=backbone,
+        pretrained=pretrained,
+        mixing=mixing,
+        pca=pca,
+        input_size=input_size,
+        weights=weights,
+        compact_width=compact_width,
+    )
 
 
 def split_by_group(
@@ -197,7 +381,8 @@ def _class_weights(labels: NDArray[np.int64], n_classes: int) -> torch.Tensor:
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     if (counts == 0).any():
         raise ValueError(
-            f"Every class needs training windows; counts per class are {counts.astype(int).tolist()}."
+            "Every class needs training windows; counts per class are "
+            f"{counts.astype(int).tolist()}."
         )
     return torch.as_tensor(counts.sum() / (n_classes * counts), dtype=torch.float32)
 
@@ -214,8 +399,54 @@ def predict_log_proba(
         x = torch.from_numpy(windows.batch(np.arange(a, min(a + batch_size, len(windows)))))
         out.append(F.log_softmax(model(x), dim=-1).numpy())
     model.train(was_training)
-    n_classes = int(model.config["n_classes"])
+    n_classes = model.n_classes
     return np.concatenate(out) if out else np.empty((0, n_classes), np.float32)
+
+
+def trial_log_proba(
+    log_proba: NDArray[np.floating], groups: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Per-trial decision: the mean log-probability of each trial's windows.
+
+    Parameters
+    ----------
+    log_proba : array, shape (n_windows, n_classes)
+        Window log-probabilities.
+    groups : array of int, shape (n_windows,)
+        Trial of each window.
+
+    Returns
+    -------
+    trials : ndarray of int, shape (n_trials,)
+        The trial ids, sorted.
+    mean_log_proba : ndarray, shape (n_trials, n_classes)
+        Their mean window log-probabilities (argmax is the trial's predicted class).
+    """
+    trials, inverse = np.unique(groups, return_inverse=True)
+    sums = np.zeros((len(trials), log_proba.shape[1]))
+    np.add.at(sums, inverse, log_proba)
+    return trials, sums / np.bincount(inverse)[:, None]
+
+
+def evaluate(model: ScalogramClassifier, windows: ScalogramWindows) -> dict[str, float]:
+    """Balanced accuracy of ``model`` on ``windows``, per window and per trial.
+
+    Returns
+    -------
+    figures : dict
+        ``window_balanced_accuracy``, ``trial_balanced_accuracy``, ``n_windows``, ``n_trials``.
+    """
+    logp = predict_log_proba(model, windows)
+    trials, mean = trial_log_proba(logp, windows.groups)
+    trial_labels = np.array([windows.labels[windows.groups == t][0] for t in trials])
+    return {
+        "window_balanced_accuracy": float(
+            balanced_accuracy_score(windows.labels, logp.argmax(axis=1))
+        ),
+        "trial_balanced_accuracy": float(balanced_accuracy_score(trial_labels, mean.argmax(1))),
+        "n_windows": float(len(windows)),
+        "n_trials": float(len(trials)),
+    }
 
 
 def _evaluate(
@@ -255,10 +486,10 @@ def fit(
             f"{len(val)} validation windows."
         )
     rng = set_seed(config.seed)
-    n_classes = int(model.config["n_classes"])
+    n_classes = model.n_classes
     weights = _class_weights(train.labels, n_classes)
     optimizer = torch.optim.AdamW(
-        model.param_groups(config.lr_last_block, config.lr_new),  # type: ignore[arg-type]
+        model.param_groups(config.lr_last_block, config.lr_new),  # type: ignore[arg-type,unused-ignore]
         weight_decay=config.weight_decay,
     )
     n_steps = -(-len(train) // config.batch_size)
@@ -266,7 +497,9 @@ def fit(
         n_steps = min(n_steps, config.max_steps_per_epoch)
     best_loss, best_state, best_epoch, best_bacc = np.inf, copy.deepcopy(model.state_dict()), 0, 0.0
     history: list[dict[str, float]] = []
-    bar = tqdm(total=config.max_epochs * n_steps, desc="training", unit="step", disable=not config.progress)
+    bar = tqdm(
+        total=config.max_epochs * n_steps, desc="training", unit="step", disable=not config.progress
+    )
     epoch = 0
     try:
         for epoch in range(1, config.max_epochs + 1):
@@ -281,7 +514,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 bar.update(1)
             val_loss, val_bacc = _evaluate(model, val, weights, 2 * config.batch_size)
             history.append(

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -394,11 +395,7 @@ def recording_segment(
         raise ValueError(f"{path}: none of the translator's MEG channels is present and good.")
     if projs is None:
         projs = [p for p in raw.info["projs"] if _is_meg_projector(p)]
-    projector = None
-    if projs:
-        projector, n_active, _ = mne.io.proj.make_projector(list(projs), used, verbose="error")
-        if n_active == 0:
-            projector = None
+    projector = ssp_projector(projs, used) if projs else None
     info = raw.info.copy()
     with info._unlock():
         info["projs"] = []
@@ -413,6 +410,39 @@ def recording_segment(
         description=f"{Path(path).name} (recording; bad channels {bads})",
         meg_projector=projector,
     )
+
+
+def ssp_projector(
+    projs: Sequence[mne.Projection], ch_names: Sequence[str]
+) -> NDArray[np.float64] | None:
+    """The SSP projection matrix of ``projs`` over channels ``ch_names``.
+
+    As :meth:`mne.io.Raw.apply_proj` computes it: the projection vectors, restricted to the
+    channels given (entries of absent channels are dropped), are normalised and
+    orthogonalised, and their span is removed: ``P = I - U Uᵀ``.
+
+    Returns
+    -------
+    projector : ndarray, shape (n_channels, n_channels) | None
+        None when no vector touches the channels.
+    """
+    index = {n: i for i, n in enumerate(ch_names)}
+    vectors = []
+    for proj in projs:
+        cols = [index.get(n) for n in proj["data"]["col_names"]]
+        for row in np.atleast_2d(proj["data"]["data"]):
+            v = np.zeros(len(ch_names))
+            for c, value in zip(cols, row, strict=True):
+                if c is not None:
+                    v[c] = value
+            norm = np.linalg.norm(v)
+            if norm > 0:
+                vectors.append(v / norm)
+    if not vectors:
+        return None
+    u, s, _ = np.linalg.svd(np.array(vectors).T, full_matrices=False)
+    u = u[:, s > s[0] * 1e-2]
+    return np.eye(len(ch_names)) - u @ u.T
 
 
 def _is_meg_projector(proj: mne.Projection) -> bool:
@@ -458,22 +488,31 @@ class TranslationScaling:
         return cls(float(np.median(iqr)), scale)
 
 
-def standardized(
-    segment: SimultaneousSegment, spec: PreprocessSpec, scaling: TranslationScaling
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Model input (finalised EEG) and standardised MEG targets of a whole segment.
+def model_inputs(segment: SimultaneousSegment, spec: PreprocessSpec) -> NDArray[np.float32]:
+    """The model's input (finalised EEG) over a whole segment.
 
     The EEG goes through :meth:`OnlinePreprocessor.finalize`, the code that finalises streamed
-    windows (its per-window steps are per sample here: scaling and clipping).
+    windows (its per-window steps act per sample here: common scale and clipping).
     """
     info = mne.create_info(segment.eeg_names, segment.sfreq, "eeg")
     pre = OnlinePreprocessor(
         spec.model_copy(update={"resample_hz": None, "l_freq_hz": None, "h_freq_hz": None}),
         StreamInfo("segment", info, simulated=segment.simulated),
     )
-    x = pre.finalize(segment.eeg)
+    return pre.finalize(segment.eeg)
+
+
+def standardized(
+    segment: SimultaneousSegment, spec: PreprocessSpec, scaling: TranslationScaling
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Model input (:func:`model_inputs`) and standardised MEG targets of a whole segment."""
+    if len(scaling.meg_scale) != len(segment.meg_names):
+        raise ValueError(
+            f"The scaling has {len(scaling.meg_scale)} MEG channels, the segment "
+            f"{len(segment.meg_names)}."
+        )
     y = (segment.meg / scaling.meg_scale[:, None]).astype(np.float32)
-    return x, y
+    return model_inputs(segment, spec), y
 
 
 # --------------------------------------------------------------------------- ridge
@@ -543,6 +582,17 @@ class RidgeTranslator:
 # --------------------------------------------------------------------------- training
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch on ``n`` intra-op threads inside the block, restoring the setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @dataclass(frozen=True)
 class TranslatorTrainConfig:
     """Hyper-parameters of translator training.
@@ -567,6 +617,9 @@ class TranslatorTrainConfig:
         At most this many samples (drawn from the training windows) fit the ridge baseline.
     init_from_ridge : bool
         Start the network's linear path at the ridge solution.
+    n_threads : int
+        Torch threads while training; small networks train fastest on one thread, and more
+        threads spin against each other on a busy machine.
     seed : int
         Seed of weights, window draws and dropout.
     """
@@ -580,6 +633,7 @@ class TranslatorTrainConfig:
     n_val_windows: int = 256
     max_ridge_samples: int = 150_000
     init_from_ridge: bool = True
+    n_threads: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -587,6 +641,8 @@ class TranslatorTrainConfig:
             raise ValueError("max_steps, batch_size and eval_every must be positive.")
         if not self.lr > 0 or self.weight_decay < 0 or self.patience < 1:
             raise ValueError("lr must be positive, weight_decay >= 0 and patience >= 1.")
+        if self.n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {self.n_threads}.")
 
 
 class WindowDraw:
@@ -727,6 +783,19 @@ def fit_translator(
             f"The network's n_times ({cfg.n_times}) and 2**depth ({2**cfg.depth}) must match the "
             f"window's n_times ({window.n_times}) and multiple ({window.multiple})."
         )
+    with torch_threads(tc.n_threads):
+        return _fit(train, val, window, cfg, tc, progress)
+
+
+def _fit(
+    train: Sequence[SimultaneousSegment],
+    val: Sequence[SimultaneousSegment],
+    window: TranslationWindow,
+    cfg: TranslatorConfig,
+    tc: TranslatorTrainConfig,
+    progress: bool,
+) -> TranslationModel:
+    first = train[0]
     rng = set_seed(tc.seed)
     scaling = TranslationScaling.fit(train)
     spec = window.model_spec(first.eeg_names, scaling.eeg_scale)
@@ -959,7 +1028,7 @@ def evaluate_segment(
     missing = [n for n in segment.meg_names if n not in model.meg_names]
     if missing:
         raise ValueError(f"The model does not output MEG channels {missing[:5]}.")
-    x, _ = standardized(segment, model.spec, model.scaling)
+    x = model_inputs(segment, model.spec)
     fn = predict if predict is not None else model.predictor(which)
     out, covered = translate_segment(fn, x, model.window)
     rows = [model.meg_names.index(n) for n in segment.meg_names]

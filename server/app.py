@@ -7,11 +7,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import TypeAdapter
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +25,7 @@ from .errors import ApiError
 from .jobs import JobManager
 from .metrics import Metrics
 from .registry import ModelRegistry
+from .schemas import ServerMessage, Subscribe
 from .routers import decode, health, models, sessions
 from .sessions import SessionManager
 
@@ -103,7 +107,32 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     def root() -> RedirectResponse:
         return RedirectResponse("/dashboard/")
 
+    app.openapi = lambda: _openapi_with_stream_messages(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_stream_messages(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, plus the WebSocket messages (OpenAPI cannot describe the socket).
+
+    ``Subscribe`` is what a client sends on ``/v1/sessions/{session_id}/stream``;
+    ``ServerMessage`` is every JSON message the server sends there (binary frames are
+    described in :mod:`neurocast.server.frames`).
+    """
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        template = "#/components/schemas/{model}"
+        for name, adapter in (
+            ("Subscribe", TypeAdapter(Subscribe)),
+            ("ServerMessage", TypeAdapter(ServerMessage)),
+        ):
+            definition = adapter.json_schema(ref_template=template)
+            components.update(definition.pop("$defs", {}))
+            components[name] = definition
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _too_large(settings: Settings) -> str:

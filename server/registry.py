@@ -5,16 +5,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from fastapi import status
 
+from ..models.artifact import Artifact, list_artifacts
+from ..models.gallery import GALLERY_SUFFIX, Gallery, GalleryError
+from ..models.runtime import OnnxWindowModel, loaded_sessions
 from ..streaming.pipeline import WindowModel
 from .config import Settings
 from .errors import ApiError
-from .schemas import ModelInfo
+from .schemas import ModelInfo, ModelInput
 
 logger = logging.getLogger(__name__)
+
+#: Where the models shipped with the package live (the demo models).
+PACKAGED_DIR = Path(str(files("neurocast.models"))) / "artifacts"
 
 
 @dataclass(frozen=True)
@@ -30,11 +38,14 @@ class ModelEntry:
         shared process-wide by the runtime, so calling it again is cheap).
     gallery : object | None
         The image gallery of a retrieval model (serves thumbnails), else None.
+    sha256 : str | None
+        Content hash of the artifact (finds its runtime session).
     """
 
     info: ModelInfo
     load: Callable[[], WindowModel]
     gallery: Any = None
+    sha256: str | None = None
 
 
 class ModelRegistry:
@@ -55,9 +66,29 @@ class ModelRegistry:
             self._entries[entry.info.id] = entry
 
     @classmethod
+    def discover(cls, models_dir: Path | None, *, packaged: bool = True) -> ModelRegistry:
+        """The artifacts of ``models_dir`` and, if ``packaged``, those shipped in the package.
+
+        A model's id is its name; a name found twice keeps the first (``models_dir`` comes
+        first, so a user's model shadows a packaged one). Files that are not valid artifacts
+        are skipped with a warning saying why. A retrieval model's gallery is the file
+        ``<gallery>.npz`` in the same folder; without it results carry no top-k images.
+        """
+        folders: list[tuple[Path, bool]] = []
+        if models_dir is not None:
+            folders.append((Path(models_dir), False))
+        if packaged and PACKAGED_DIR.is_dir():
+            folders.append((PACKAGED_DIR, True))
+        entries = []
+        for folder, is_packaged in folders:
+            for artifact in list_artifacts(folder).artifacts:
+                entries.append(_entry(artifact, folder, is_packaged))
+        return cls(entries)
+
+    @classmethod
     def from_settings(cls, settings: Settings) -> ModelRegistry:
         """The artifacts under ``settings.models_dir`` and, if enabled, the packaged ones."""
-        raise NotImplementedError
+        return cls.discover(settings.models_dir, packaged=settings.packaged_models)
 
     def ids(self) -> list[str]:
         """Model ids, sorted."""
@@ -65,7 +96,7 @@ class ModelRegistry:
 
     def infos(self) -> list[ModelInfo]:
         """Metadata of every model, sorted by id."""
-        return [self._entries[i].info for i in self.ids()]
+        return [self.info(i) for i in self.ids()]
 
     def info(self, model_id: str) -> ModelInfo:
         """Metadata of one model (404 :class:`ApiError` when unknown)."""
@@ -76,6 +107,10 @@ class ModelRegistry:
                 "unknown_model",
                 f"No model {model_id!r}; list the installed ones with GET /v1/models.",
             )
+        if entry.info.provider is None and entry.sha256 is not None:
+            loaded = {s.artifact.sha256: s.provider for s in loaded_sessions()}
+            if entry.sha256 in loaded:
+                return entry.info.model_copy(update={"provider": loaded[entry.sha256]})
         return entry.info
 
     def window_model(self, model_id: str) -> WindowModel:
@@ -104,3 +139,42 @@ class ModelRegistry:
             "unknown_image",
             f"No thumbnail for image {image_id!r} in gallery {gallery!r}.",
         )
+
+
+def _entry(artifact: Artifact, folder: Path, packaged: bool) -> ModelEntry:
+    meta = artifact.metadata
+    gallery = None
+    if meta.task == "retrieval" and meta.output.gallery:
+        path = folder / f"{meta.output.gallery}{GALLERY_SUFFIX}"
+        try:
+            gallery = Gallery.load(path)
+        except (OSError, GalleryError) as exc:
+            logger.warning(
+                "Model %s: no gallery (%s); results carry no top-k images.", meta.name, exc
+            )
+    spec = meta.input
+    info = ModelInfo(
+        id=meta.name,
+        name=meta.name,
+        version=meta.version,
+        task=meta.task,
+        kind=meta.kind,
+        input=ModelInput(
+            ch_names=spec.ch_names,
+            sfreq_hz=spec.model_sfreq_hz,
+            window_s=spec.window_s,
+            context_s=spec.context_s,
+        ),
+        packaged=packaged,
+        simulated_training=meta.simulated_training_data,
+        gallery=gallery.name if gallery is not None else None,
+        sha256=artifact.sha256,
+        provider=None,
+        metadata=meta.model_dump(mode="json"),
+    )
+    return ModelEntry(
+        info,
+        lambda: OnnxWindowModel(artifact, gallery=gallery),
+        gallery,
+        artifact.sha256,
+    )

@@ -64,6 +64,13 @@ class ModelInfo(_Model):
     simulated_training: bool | None = Field(
         None, description="True when the model was trained on simulated data only."
     )
+    gallery: str | None = Field(None, description="Retrieval: the gallery searched.")
+    sha256: str | None = Field(None, description="Content hash of the graph and weights.")
+    provider: str | None = Field(
+        None,
+        description="ONNX Runtime execution provider in use (CUDA or CPU); null until the "
+        "model is first loaded by a session or job.",
+    )
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="The artifact's full metadata."
     )

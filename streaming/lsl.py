@@ -71,6 +71,7 @@ from numpy.typing import NDArray
 from pylsl.util import LostError
 from pylsl.util import TimeoutError as LSLTimeoutError
 
+from .ring import first_backstep
 from .source import Chunk, Marker, SourceError, SourceStatus, StreamInfo, local_clock
 from .spec import LSLSpec, LSLStreamSelector
 
@@ -579,12 +580,10 @@ class _Aligner:
 def _split_at_backstep(
     data: NDArray, ts: NDArray[np.float64]
 ) -> tuple[tuple[NDArray, NDArray[np.float64]], tuple[NDArray, NDArray[np.float64]] | None]:
-    if ts.size > 1:
-        back = np.flatnonzero(np.diff(ts) <= 0)
-        if back.size:
-            k = int(back[0]) + 1
-            return (data[:k], ts[:k]), (data[k:], ts[k:])
-    return (data, ts), None
+    k = first_backstep(ts)
+    if k is None:
+        return (data, ts), None
+    return (data[:k], ts[:k]), (data[k:], ts[k:])
 
 
 class LSLSource:

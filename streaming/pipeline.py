@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from .preprocess import hold_last_finite
 from .results import Latency, Result, ResultKind
-from .ring import NotEnoughDataError, RingBuffer
+from .ring import NotEnoughDataError, RingBuffer, first_backstep
 from .source import Chunk, Marker, StreamInfo, local_clock
 from .windows import DecodeClock, WindowSamples, WindowSpec
 
@@ -28,7 +28,9 @@ class OnlinePreprocessor(Protocol):
     ``push`` takes every new sample of the stream (channels × samples, stream rate) and returns
     the preprocessed samples it can emit (model channels × samples at ``sfreq_out``); the state
     carries over between calls, so pushing a recording in any chunking gives the same output.
-    ``finalize`` applies the per-window steps (baseline, robust scaling, clipping).
+    ``finalize`` applies the per-window steps (baseline, robust scaling, clipping) and returns
+    the model input: channels × samples, or channels × frequencies × samples when the rows are
+    wavelet power (:class:`neurocast.models.scalogram.ScalogramPreprocessor`).
     """
 
     @property
@@ -41,6 +43,8 @@ class OnlinePreprocessor(Protocol):
 
     def finalize(self, window: NDArray[np.float32]) -> NDArray[np.float32]: ...
 
+    def reset(self) -> None: ...
+
 
 class WindowModel(Protocol):
     """What the engine needs of a decoder (an ONNX artifact wrapped by :mod:`neurocast.models`).
@@ -48,7 +52,8 @@ class WindowModel(Protocol):
     ``window`` is the model's input span (window and context; its stride is ignored: the
     session's stride applies). ``preprocessor`` checks that the stream fits the model (channel
     names, rate) and raises ``ValueError`` saying what to do when it does not. ``run`` takes the
-    finalized window (channels × samples, float32) and returns the kind-specific payload.
+    finalized window (channels × samples, or channels × frequencies × samples; float32) and
+    returns the kind-specific payload.
     """
 
     @property
@@ -65,6 +70,9 @@ class WindowModel(Protocol):
     def run(self, x: NDArray[np.float32]) -> dict[str, Any]: ...
 
 
+_HISTORY_BYTES = 64 << 20
+
+
 class _ModelState:
     """One model's preprocessing state and the history of its preprocessed samples."""
 
@@ -73,9 +81,11 @@ class _ModelState:
         self.pre = model.preprocessor(stream)
         self.samples: WindowSamples = model.window.in_samples(self.pre.sfreq_out)
         rate = self.pre.sfreq_out
-        self.history = RingBuffer(
-            self.pre.n_channels_out, max(4 * self.samples.total, int(5 * rate)), rate
-        )
+        rows = self.pre.n_channels_out
+        # four windows, and 5 s when that fits in _HISTORY_BYTES (scalogram inputs have
+        # channels × frequencies rows)
+        seconds = min(int(5 * rate), _HISTORY_BYTES // (4 * rows))
+        self.history = RingBuffer(rows, max(4 * self.samples.total, seconds), rate)
         # source samples that one model window spans, to find issues in the raw stream
         self.source_span = int(np.ceil(self.samples.total * stream.sfreq / rate))
 
@@ -205,8 +215,11 @@ class DecodeEngine:
             return
         oldest = self.ring.n_written - self.ring.capacity
         if start < oldest:
-            # fell further behind than the ring holds: restart filters on what is left
+            # fell further behind than the ring holds: the filters' state no longer matches
+            # the samples that follow, so restart them on what is left
             start = oldest
+            for state in self.states:
+                state.pre.reset()
         x = self.ring.read(start, end).data
         if not np.isfinite(x).all():
             # NaN/inf would poison filter state forever; the window is flagged instead, and
@@ -267,11 +280,14 @@ def decode_array(
     pending = sorted(markers, key=lambda m: m.timestamp)
     k = 0
     for a in range(0, data.shape[1], step):
-        ts = timestamps[a : a + step]
-        upto = float(ts[-1])
-        j = k
-        while j < len(pending) and pending[j].timestamp <= upto:
-            j += 1
-        engine.write(Chunk(data[:, a : a + step].T, ts, local_clock(), markers=pending[k:j]))
-        k = j
+        block, ts = data[:, a : a + step].T, timestamps[a : a + step]
+        while ts.size:
+            # a clock that steps back is written in parts, so the jump is reported, not refused
+            cut = first_backstep(ts) or ts.size
+            j = k
+            while j < len(pending) and pending[j].timestamp <= ts[cut - 1]:
+                j += 1
+            engine.write(Chunk(block[:cut], ts[:cut], local_clock(), markers=pending[k:j]))
+            k = j
+            block, ts = block[cut:], ts[cut:]
         yield from engine.decode_due(newest_only=False)

@@ -32,6 +32,15 @@ from scipy import signal
 
 from .source import StreamInfo
 
+try:
+    # The compiled kernel behind scipy.signal.sosfilt. On a hop of 306 channels × 6 samples the
+    # public wrapper's argument handling and state copies cost ~10x the filtering itself
+    # (~200 µs against ~20 µs with cold caches), so the state is kept in the kernel's layout
+    # and the kernel is called directly.
+    from scipy.signal._sosfilt import _sosfilt as _sosfilt_kernel
+except ImportError:  # a SciPy that moved it: the public function does the same, slower
+    _sosfilt_kernel = None
+
 
 class PreprocessSpec(BaseModel):
     """What a model expects of its input, stored with the model (JSON-serialisable).
@@ -189,6 +198,28 @@ def hold_last_finite(x: NDArray[np.floating], last: NDArray[np.floating]) -> NDA
     return np.where(idx >= 0, held, np.asarray(last)[:, None]).astype(np.float32)
 
 
+def _sosfilt_inplace(
+    sos: NDArray[np.float64], x: NDArray[np.float64], zi: NDArray[np.float64]
+) -> None:
+    """:func:`scipy.signal.sosfilt` along the last axis, in place.
+
+    Parameters
+    ----------
+    sos : ndarray, shape (n_sections, 6), float64, C-contiguous
+        Second-order sections.
+    x : ndarray, shape (n_signals, n_samples), float64, C-contiguous
+        Signals, replaced by the filtered signals.
+    zi : ndarray, shape (n_signals, n_sections, 2), float64, C-contiguous
+        Filter state, replaced by the state after the last sample.
+    """
+    if _sosfilt_kernel is not None:
+        _sosfilt_kernel(sos, x, zi)
+        return
+    y, zf = signal.sosfilt(sos, x, axis=-1, zi=zi.transpose(1, 0, 2))
+    x[...] = y
+    zi[...] = zf.transpose(1, 0, 2)
+
+
 def _rational_ratio(sfreq_in: float, sfreq_out: float, rtol: float = 1e-5) -> Fraction:
     """The fraction ``up / down`` with the smallest denominator within ``rtol`` of the ratio."""
     ratio = sfreq_out / sfreq_in
@@ -201,6 +232,9 @@ def _rational_ratio(sfreq_in: float, sfreq_out: float, rtol: float = 1e-5) -> Fr
         f"Cannot resample {sfreq_in} Hz to {sfreq_out} Hz: no ratio up/down with down <= 16384 "
         f"is within {rtol:g} of {ratio}. Choose an output rate closer to a simple fraction."
     )
+
+
+_BLOCK = 64  # outputs computed by one matrix product
 
 
 class _PolyphaseResampler:
@@ -225,6 +259,7 @@ class _PolyphaseResampler:
         self.delay_in_samples = half_len / up
         self._n_channels = n_channels
         self._buf = np.empty((n_channels, self.n_taps + 4096), dtype=np.float32)
+        self._taps_cache: dict[tuple[int, int], NDArray[np.float32]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -260,8 +295,7 @@ class _PolyphaseResampler:
         n = x.shape[1]
         if self._n_in == 0:
             # constant extension before the first sample: n_taps - 1 copies of it
-            first = x[:, :1] if pick is None else x[pick, :1]
-            self._buf[:, : self.n_taps - 1] = first
+            self._buf[:, : self.n_taps - 1] = x[:, :1] if pick is None else x[pick, :1]
             self._abs0 = -(self.n_taps - 1)
             self._pos = self.n_taps - 1
         dest = self._append(n)
@@ -270,26 +304,38 @@ class _PolyphaseResampler:
         else:
             np.take(x, pick, axis=0, out=dest, mode="clip")
         self._n_in += n
-        last_out = ((self._n_in - 1) * self.up) // self.down  # newest output now computable
-        m = np.arange(self._m_next, last_out + 1, dtype=np.int64)
-        self._m_next = last_out + 1
-        out = np.empty((self._n_channels, m.size), dtype=np.float32)
-        block = 64
-        for a in range(0, m.size, block):
-            self._compute(m[a : a + block], out[:, a : a + block])
+        first = self._m_next
+        stop = ((self._n_in - 1) * self.up) // self.down + 1  # outputs computable now
+        self._m_next = stop
+        out = np.empty((self._n_channels, stop - first), dtype=np.float32)
+        for m0 in range(first, stop, _BLOCK):
+            size = min(_BLOCK, stop - m0)
+            j0 = m0 * self.down
+            taps = self._taps(j0 % self.up, size)
+            lo = j0 // self.up - self.n_taps + 1 - self._abs0  # buffer column of the first tap
+            a = m0 - first
+            np.matmul(self._buf[:, lo : lo + taps.shape[1]], taps.T, out=out[:, a : a + size])
         return out
 
-    def _compute(self, m: NDArray[np.int64], out: NDArray[np.float32]) -> None:
-        j = m * self.down
-        newest = j // self.up  # absolute index of the newest input sample of each output
-        phase = j % self.up
-        lo = int(newest[0]) - self.n_taps + 1
-        width = int(newest[-1]) - lo + 1
-        taps = np.zeros((m.size, width), dtype=np.float32)
-        cols = (newest - self.n_taps + 1 - lo)[:, None] + np.arange(self.n_taps)
-        taps[np.arange(m.size)[:, None], cols] = self._phases[phase]
-        a = lo - self._abs0
-        np.matmul(self._buf[:, a : a + width], taps.T, out=out)
+    def _taps(self, phase0: int, size: int) -> NDArray[np.float32]:
+        """Matrix taking the samples of ``size`` consecutive outputs to those outputs.
+
+        Row ``k`` holds the taps of output ``k`` at the columns of its input samples, the
+        first column being the oldest sample of output 0, whose phase is ``phase0``. It
+        depends only on ``(phase0, size)``, so it is built once and reused.
+        """
+        key = (phase0, size)
+        taps = self._taps_cache.get(key)
+        if taps is None:
+            j = phase0 + np.arange(size) * self.down
+            newest = j // self.up  # newest input sample of each output, relative to output 0
+            taps = np.zeros((size, int(newest[-1]) + self.n_taps), dtype=np.float32)
+            cols = newest[:, None] + np.arange(self.n_taps)
+            taps[np.arange(size)[:, None], cols] = self._phases[j % self.up]
+            if len(self._taps_cache) >= 4096:
+                self._taps_cache.clear()
+            self._taps_cache[key] = taps
+        return taps
 
 
 class OnlinePreprocessor:
@@ -352,7 +398,7 @@ class OnlinePreprocessor:
         self._sos = self._design_sos(spec, self._sfreq_out, min(sfreq_in, self._sfreq_out))
         # steady-state filter state for a unit step; scaled by the first sample at start
         self._zi_unit = signal.sosfilt_zi(self._sos) if self._sos.size else None
-        self._zi: NDArray[np.float64] | None = None
+        self._zi: NDArray[np.float64] | None = None  # (n_channels_out, n_sections, 2)
         self._center: NDArray[np.float32] | None = None
         self._inv_scale: NDArray[np.float32] | None = None
         if spec.robust_center is not None and spec.robust_scale is not None:
@@ -461,10 +507,11 @@ class OnlinePreprocessor:
             y = x.copy()
         if not self._sos.size or y.shape[1] == 0:
             return y
+        filtered = y.astype(np.float64, order="C")
         if self._zi is None:
             assert self._zi_unit is not None
-            self._zi = self._zi_unit[:, None, :] * y[None, :, 0, None].astype(np.float64)
-        filtered, self._zi = signal.sosfilt(self._sos, y, axis=-1, zi=self._zi)
+            self._zi = self._zi_unit[None, :, :] * filtered[:, 0, None, None]
+        _sosfilt_inplace(self._sos, filtered, self._zi)
         return filtered.astype(np.float32)
 
     def finalize(self, window: NDArray[np.floating]) -> NDArray[np.float32]:

@@ -17,6 +17,19 @@ from numpy.typing import ArrayLike, NDArray
 IssueKind = Literal["gap", "clock_jump_forward", "clock_jump_backward", "non_finite"]
 
 
+def first_backstep(timestamps: NDArray[np.float64]) -> int | None:
+    """Index of the first sample whose timestamp is not after the previous one, or None.
+
+    :meth:`RingBuffer.write` refuses such a chunk whole; sources whose clock may jump back
+    split the chunk here and write the parts separately, so the jump is reported instead.
+    """
+    if timestamps.size > 1:
+        back = np.flatnonzero(np.diff(timestamps) <= 0)
+        if back.size:
+            return int(back[0]) + 1
+    return None
+
+
 class NotEnoughDataError(LookupError):
     """A window was requested before enough samples exist (or after they were overwritten)."""
 

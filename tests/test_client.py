@@ -1,9 +1,9 @@
 """Python clients (async and sync) and the serve / decode / watch / demo commands."""
 
+# ruff: noqa: F811
+
 from __future__ import annotations
 
-import io
-import json
 import os
 import subprocess
 import sys
@@ -13,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from test_server_support import (  # noqa: F401  (fixtures)
+
+# model_ids, models_dir and registry are fixtures: imported for pytest, shadowed by arguments
+from test_server_support import (  # noqa: F401
     SIM_SPEC,
     TOKEN,
     model_ids,
+    models_dir,
     registry,
     serve,
     write_simulated_recording,
@@ -108,36 +111,100 @@ def test_wrong_token_raises_a_clear_error(running) -> None:
 def test_cli_decode_against_a_server(running, recording, model_ids, tmp_path, capsys) -> None:
     server, _ = running
     out = tmp_path / "results.parquet"
-    code = main(["decode", str(recording), "--model", model_ids["classifier"], "--out", str(out),
-                 "--url", server.url, "--token", TOKEN])
+    code = main(
+        [
+            "decode",
+            str(recording),
+            "--model",
+            model_ids["classifier"],
+            "--out",
+            str(out),
+            "--url",
+            server.url,
+            "--token",
+            TOKEN,
+        ]
+    )
     assert code == 0
     table = pq.read_table(out)
-    assert table.num_rows > 20 and set(table.column("model").to_pylist()) == {model_ids["classifier"]}
+    assert table.num_rows > 20 and set(table.column("model").to_pylist()) == {
+        model_ids["classifier"]
+    }
     assert "SIMULATED" in capsys.readouterr().out
-    code = main(["decode", str(recording), "--model", "nope", "--out", str(out),
-                 "--url", server.url, "--token", TOKEN])
+    code = main(
+        [
+            "decode",
+            str(recording),
+            "--model",
+            "nope",
+            "--out",
+            str(out),
+            "--url",
+            server.url,
+            "--token",
+            TOKEN,
+        ]
+    )
     assert code == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_cli_decode_in_process(recording, models_dir, model_ids, tmp_path, capsys) -> None:
+    out = tmp_path / "results.npz"
+    clf, tr = model_ids["classifier"], model_ids["translator"]
+    args = ["decode", str(recording), "-m", clf, "-m", tr, "-o", str(out)]
+    assert main([*args, "--models-dir", str(models_dir)]) == 0
+    npz = np.load(out)
+    assert len(npz[f"{clf}/window_end"]) == len(npz[f"{tr}/window_end"]) > 20
+    assert npz[f"{tr}/signal"].shape[1] == 306 and bool(npz["simulated"])
+    assert "SIMULATED" in capsys.readouterr().out
+    # the model is unknown without its folder: a usage error naming it
+    assert main(args) == 2
+    assert clf in capsys.readouterr().err
 
 
 def test_cli_decode_rejects_bad_arguments(tmp_path, recording, capsys) -> None:
     assert main(["decode", str(recording), "--model", "m", "--out", str(tmp_path / "r.csv")]) == 2
     assert ".parquet" in capsys.readouterr().err
-    assert main(["decode", str(tmp_path / "none.fif"), "--model", "m",
-                 "--out", str(tmp_path / "r.json")]) == 2
+    assert (
+        main(
+            [
+                "decode",
+                str(tmp_path / "none.fif"),
+                "--model",
+                "m",
+                "--out",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_cli_watch_prints_live_results(running, model_ids, capsys) -> None:
     server, nc = running
     session = nc.create_session(SIM_SPEC, [model_ids["classifier"]])
     try:
-        code = main(["watch", session.id, "--url", server.url, "--token", TOKEN, "--count", "5",
-                     "--outputs", "probabilities,status"])
+        code = main(
+            [
+                "watch",
+                session.id,
+                "--url",
+                server.url,
+                "--token",
+                TOKEN,
+                "--count",
+                "5",
+                "--outputs",
+                "probabilities,status",
+            ]
+        )
         assert code == 0
         lines = [ln for ln in capsys.readouterr().out.splitlines() if model_ids["classifier"] in ln]
         assert len(lines) == 5
-        assert all(ln.startswith("SIMULATED ") and "latency" in ln and "delivery" in ln
-                   for ln in lines)
+        assert all(
+            ln.startswith("SIMULATED ") and "latency" in ln and "delivery" in ln for ln in lines
+        )
         assert all(name in lines[0] for name in ("rest", "speech", "motor"))
     finally:
         nc.delete_session(session.id)
@@ -159,7 +226,11 @@ def test_demo_headless_prints_simulated_results() -> None:
     start = time.monotonic()
     run = subprocess.run(
         [sys.executable, "-m", "neurocast.clients.cli", "demo", "--headless", "--seconds", "6"],
-        capture_output=True, text=True, timeout=110, env=env, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        env=env,
+        cwd=REPO,
     )
     if not has_demo:
         assert run.returncode == 1 and "neurocast train demo" in run.stderr

@@ -248,6 +248,11 @@ def test_gap_and_clock_jump_invalidate_spanning_windows(
         spans_jump = r.window_end - span < 400 < r.window_end
         assert r.issues == (["clock_jump_backward"] if spans_jump else [])
     assert results[-1].t_window_end == times[n - 1] - 100.0
+    # batch decoding of a recording whose clock steps back inside one chunk reports the jump
+    ts = np.concatenate([times[:400], times[400:n] - 100.0])
+    batch = list(decode_array(data[:, :n], ts, stream, [motor_model()], chunk_s=10.0))
+    assert [r.window_end for r in batch] == [r.window_end for r in results]
+    assert [r.issues for r in batch] == [r.issues for r in results]
 
 
 @pytest.mark.shared_data

@@ -8,7 +8,9 @@ import mne
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from scipy import signal
 
+from neurocast.streaming import preprocess
 from neurocast.streaming.preprocess import (
     OnlinePreprocessor,
     PreprocessSpec,
@@ -216,6 +218,21 @@ def test_edge_above_nyquist_is_refused() -> None:
     stream, _ = synthetic([10.0], 1000.0, 0.1)
     with pytest.raises(ValueError, match="Nyquist"):
         OnlinePreprocessor(PreprocessSpec(h_freq_hz=150.0, resample_hz=250.0), stream)
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "public"])
+def test_inplace_sosfilt_matches_scipy(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if kernel == "public":  # the path taken when SciPy no longer has the compiled kernel
+        monkeypatch.setattr(preprocess, "_sosfilt_kernel", None)
+    sos = signal.butter(4, [1.0, 40.0], "bandpass", fs=250.0, output="sos")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 300))
+    zi0 = rng.standard_normal((5, sos.shape[0], 2))
+    expected, zf = signal.sosfilt(sos, x, axis=-1, zi=zi0.transpose(1, 0, 2))
+    y, zi = x.copy(), zi0.copy()
+    preprocess._sosfilt_inplace(sos, y, zi)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(zi, zf.transpose(1, 0, 2), rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------------------- resampling

@@ -105,6 +105,16 @@ def test_overwritten_range_is_detected() -> None:
     assert_ramp(ring.read(8, 18).data, ring.read(8, 18).timestamps, 8)
 
 
+def test_read_overlapping_a_write_in_progress_is_refused() -> None:
+    ring = RingBuffer(3, 32, SFREQ)
+    ring.write(*ramp(0, 32))
+    # the writer has announced 8 more samples: slots of samples 0..7 may be half rewritten
+    ring._n_reserved = 40
+    with pytest.raises(NotEnoughDataError, match="overwritten"):
+        ring.read(4, 12)
+    assert_ramp(ring.read(8, 32).data, ring.read(8, 32).timestamps, 8)
+
+
 @pytest.mark.parametrize(
     ("bad", "match"),
     [

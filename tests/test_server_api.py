@@ -1,24 +1,30 @@
 """REST API of the real service under uvicorn: models, sessions, health, metrics, auth, errors."""
 
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import socket
 import threading
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
-from test_server_support import (  # noqa: F401  (fixtures)
+
+# model_ids, models_dir and registry are fixtures: imported for pytest, shadowed by arguments
+from test_server_support import (  # noqa: F401
     AUTH,
     SIM_SPEC,
     TOKEN,
     model_ids,
+    models_dir,
     registry,
     serve,
     wait_until,
 )
 
-from neurocast.clients.client import NeurocastError
+from neurocast.clients.client import Client, NeurocastError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,6 +33,10 @@ pytestmark = pytest.mark.timeout(120)
 def running(registry):
     with serve(registry, max_sessions=3, session_open_wait_s=15.0) as pair:
         yield pair
+
+
+def _decoded(client: Client, session_id: str) -> bool:
+    return client.session(session_id).n_decoded > 5
 
 
 def _free_port() -> int:
@@ -87,7 +97,7 @@ def test_several_sessions_at_once(running, model_ids) -> None:
     ]
     try:
         for sid in ids:
-            wait_until(lambda sid=sid: client.session(sid).n_decoded > 5, what="both decoding")
+            wait_until(partial(_decoded, client, sid), what="both sessions decoding")
         assert all(client.session(sid).status == "running" for sid in ids)
     finally:
         for sid in ids:
@@ -205,7 +215,9 @@ def test_two_clients_deleting_the_same_session(running, model_ids) -> None:
 
     def delete() -> None:
         barrier.wait()
-        codes.append(httpx.delete(f"{server.url}/v1/sessions/{session.id}", headers=AUTH).status_code)
+        codes.append(
+            httpx.delete(f"{server.url}/v1/sessions/{session.id}", headers=AUTH).status_code
+        )
 
     threads = [threading.Thread(target=delete) for _ in range(2)]
     for t in threads:
@@ -266,12 +278,24 @@ def test_dashboard_and_openapi_are_served(running) -> None:
     page = httpx.get(server.url + "/", follow_redirects=True)
     assert page.status_code == 200 and "neurocast dashboard" in page.text
     spec = httpx.get(server.url + "/openapi.json").json()
-    for path in ("/v1/sessions", "/v1/sessions/{session_id}", "/v1/decode", "/v1/jobs/{job_id}",
-                 "/v1/models", "/health", "/metrics"):
+    for path in (
+        "/v1/sessions",
+        "/v1/sessions/{session_id}",
+        "/v1/decode",
+        "/v1/jobs/{job_id}",
+        "/v1/models",
+        "/health",
+        "/metrics",
+    ):
         assert path in spec["paths"], path
     post = spec["paths"]["/v1/sessions"]["post"]
     assert {"201", "401", "422", "429"} <= set(post["responses"])
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    # the WebSocket protocol's messages are published with the schema
+    schemas = spec["components"]["schemas"]
+    kinds = {ref["$ref"].rsplit("/", 1)[1] for ref in schemas["ServerMessage"]["oneOf"]}
+    assert {"ResultMessage", "DroppedMessage", "StatusMessage", "Subscribed"} <= kinds
+    assert "decimate" in schemas["Subscribe"]["properties"]
 
 
 def test_settings_file_paths_must_exist(tmp_path: Path) -> None:
@@ -281,3 +305,25 @@ def test_settings_file_paths_must_exist(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError):
         Settings(token=TOKEN, models_dir=tmp_path / "missing")
+
+
+def test_retrieval_results_link_gallery_thumbnails(running, model_ids) -> None:
+    server, client = running
+    info = client.model(model_ids["retrieval"])
+    assert info.kind == "retrieval" and info.gallery == "test-gallery"
+    session = client.create_session(SIM_SPEC, [model_ids["retrieval"]])
+    try:
+        with client.stream(session.id, ["retrieval"]) as stream:
+            stream.receive(timeout=10)  # subscribed
+            result = stream.receive(timeout=10)
+        topk = result.payload["topk"]
+        assert len(topk) == 5 and topk[0]["score"] >= topk[-1]["score"]
+        r = httpx.get(server.url + topk[0]["thumbnail_url"], headers=AUTH)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.content.startswith(b"\x89PNG")
+        assert httpx.get(server.url + topk[0]["thumbnail_url"]).status_code == 401
+    finally:
+        client.delete_session(session.id)
+    for path in ("/v1/galleries/test-gallery/thumbnails/nope", "/v1/galleries/nope/thumbnails/x"):
+        r = httpx.get(server.url + path, headers=AUTH)
+        assert r.status_code == 404 and r.json()["code"] == "unknown_image"

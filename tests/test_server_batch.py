@@ -1,5 +1,7 @@
 """Batch decoding over REST: uploads, data-root paths, result formats, bad files, parity."""
 
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import asyncio
@@ -12,16 +14,21 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import websockets
-from test_server_support import (
+
+# model_ids, models_dir and registry are fixtures: imported for pytest, shadowed by arguments
+from test_server_support import (  # noqa: F401
     AUTH,
-    model_ids,  # noqa: F401  (fixture)
-    registry,  # noqa: F401  (fixture)
+    model_ids,
+    models_dir,
+    registry,
     serve,
     write_simulated_recording,
     ws_url,
 )
 
 from neurocast.clients.client import NeurocastError, parse_message
+from neurocast.server.frames import SignalFrame
+from neurocast.server.schemas import ResultMessage, StatusMessage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,7 +41,7 @@ def data_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def running(registry, data_root):  # noqa: F811
+def running(registry, data_root):
     with serve(registry, data_root=data_root, max_upload_bytes=4 * 1024**2) as pair:
         yield pair
 
@@ -52,7 +59,7 @@ def _upload(
         )
 
 
-def test_upload_decodes_to_json_npz_and_parquet(running, data_root, model_ids) -> None:  # noqa: F811
+def test_upload_decodes_to_json_npz_and_parquet(running, data_root, model_ids) -> None:
     server, client = running
     clf = model_ids["classifier"]
     r = _upload(server, data_root / "sim_raw.fif", [clf])
@@ -80,25 +87,31 @@ def test_upload_decodes_to_json_npz_and_parquet(running, data_root, model_ids) -
     pq_bytes = httpx.get(f"{server.url}/v1/jobs/{job.id}/results?format=parquet", headers=AUTH)
     table = pq.read_table(io.BytesIO(pq_bytes.content))
     assert table.column("window_end").to_pylist() == ends
-    np.testing.assert_allclose(np.array(table.column("probabilities").to_pylist()), probs, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.array(table.column("probabilities").to_pylist()), probs, rtol=1e-6
+    )
     assert json.loads(table.schema.metadata[b"neurocast"])["simulated"] is True
 
 
-def test_translation_results_in_npz_keep_their_shape(running, data_root, model_ids) -> None:  # noqa: F811
+def test_translation_results_in_npz_keep_their_shape(running, data_root, model_ids) -> None:
     server, client = running
     tr = model_ids["translator"]
     job = client.submit_decode(server_path="sim_raw.fif", models=[tr])
     job = client.wait_job(job.id, timeout_s=60)
     assert job.status == "done", job.error
-    npz = np.load(io.BytesIO(
-        httpx.get(f"{server.url}/v1/jobs/{job.id}/results?format=npz", headers=AUTH).content
-    ))
+    npz = np.load(
+        io.BytesIO(
+            httpx.get(f"{server.url}/v1/jobs/{job.id}/results?format=npz", headers=AUTH).content
+        )
+    )
     signal = npz[f"{tr}/signal"]
     assert signal.ndim == 3 and signal.shape[0] == job.n_windows_done
     assert len(npz[f"{tr}/ch_names"]) == signal.shape[1]
-    table = pq.read_table(io.BytesIO(
-        httpx.get(f"{server.url}/v1/jobs/{job.id}/results?format=parquet", headers=AUTH).content
-    ))
+    table = pq.read_table(
+        io.BytesIO(
+            httpx.get(f"{server.url}/v1/jobs/{job.id}/results?format=parquet", headers=AUTH).content
+        )
+    )
     shape = table.column("signal.shape").to_pylist()[0]
     np.testing.assert_allclose(
         np.array(table.column("signal").to_pylist()[0], dtype=np.float32).reshape(shape),
@@ -106,7 +119,7 @@ def test_translation_results_in_npz_keep_their_shape(running, data_root, model_i
     )
 
 
-def test_path_decoding_refuses_traversal(running, model_ids) -> None:  # noqa: F811
+def test_path_decoding_refuses_traversal(running, model_ids) -> None:
     _, client = running
     for path, status in [("../../etc/passwd", 403), ("/etc/passwd", 403), ("nope_raw.fif", 404)]:
         with pytest.raises(NeurocastError) as err:
@@ -114,7 +127,7 @@ def test_path_decoding_refuses_traversal(running, model_ids) -> None:  # noqa: F
         assert err.value.status_code == status, path
 
 
-def test_corrupt_and_truncated_uploads(running, data_root, tmp_path, model_ids) -> None:  # noqa: F811
+def test_corrupt_and_truncated_uploads(running, data_root, tmp_path, model_ids) -> None:
     server, client = running
     clf = model_ids["classifier"]
     junk = tmp_path / "junk_raw.fif"
@@ -142,15 +155,18 @@ def test_corrupt_and_truncated_uploads(running, data_root, tmp_path, model_ids) 
     assert r.status_code == 422
 
 
-def test_bad_decode_requests(running, data_root, tmp_path, model_ids) -> None:  # noqa: F811
+def test_bad_decode_requests(running, data_root, tmp_path, model_ids) -> None:
     server, _ = running
     clf = model_ids["classifier"]
     rec = data_root / "sim_raw.fif"
     cases = [
         (_upload(server, rec, ["no-such-model"]), 422, "unknown_model"),
         (_upload(server, rec, [clf], name="recording"), 422, "filename_needed"),
-        (httpx.post(server.url + "/v1/decode", headers=AUTH, data={"models": [clf]}), 400,
-         "one_input_needed"),
+        (
+            httpx.post(server.url + "/v1/decode", headers=AUTH, data={"models": [clf]}),
+            400,
+            "one_input_needed",
+        ),
         (_upload(server, rec, [clf], path="sim_raw.fif"), 400, "one_input_needed"),
         (_upload(server, rec, [clf], stride_s="0"), 422, None),
     ]
@@ -165,7 +181,7 @@ def test_bad_decode_requests(running, data_root, tmp_path, model_ids) -> None:  
     assert r.status_code == 401
 
 
-def test_oversize_upload_is_refused(running, model_ids) -> None:  # noqa: F811
+def test_oversize_upload_is_refused(running, model_ids) -> None:
     server, _ = running
     big = b"\0" * (5 * 1024**2)
     r = httpx.post(
@@ -181,7 +197,10 @@ def test_oversize_upload_is_refused(running, model_ids) -> None:  # noqa: F811
     def chunks():  # no Content-Length: the limit applies while streaming
         boundary = b"--b0undary"
         yield boundary + b'\r\nContent-Disposition: form-data; name="models"\r\n\r\nx\r\n'
-        yield boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="a_raw.fif"\r\n\r\n'
+        yield (
+            boundary
+            + b'\r\nContent-Disposition: form-data; name="file"; filename="a_raw.fif"\r\n\r\n'
+        )
         for _ in range(10):
             yield b"\0" * (1024**2)
         yield b"\r\n" + boundary + b"--\r\n"
@@ -195,10 +214,12 @@ def test_oversize_upload_is_refused(running, model_ids) -> None:  # noqa: F811
     assert r.status_code == 413
 
 
-def test_job_bookkeeping(running, model_ids) -> None:  # noqa: F811
+def test_job_bookkeeping(running, model_ids) -> None:
     server, client = running
     job = client.submit_decode(server_path="sim_raw.fif", models=[model_ids["classifier"]])
-    assert job.id in {j["id"] for j in httpx.get(server.url + "/v1/jobs", headers=AUTH).json()["jobs"]}
+    assert job.id in {
+        j["id"] for j in httpx.get(server.url + "/v1/jobs", headers=AUTH).json()["jobs"]
+    }
     done = client.wait_job(job.id, timeout_s=60)
     assert done.windows_per_s and done.windows_per_s > 0
     assert set(done.results) == {"json", "npz", "parquet"}
@@ -211,39 +232,44 @@ def test_job_bookkeeping(running, model_ids) -> None:  # noqa: F811
     assert r.status_code in (404, 422)
 
 
-def test_streaming_and_batch_decoding_agree(running, data_root, model_ids) -> None:  # noqa: F811
+def test_streaming_and_batch_decoding_agree(running, data_root, model_ids) -> None:
     """The same file replayed live through a session and decoded in batch: same windows, same
     outputs."""
     server, client = running
     clf, tr = model_ids["classifier"], model_ids["translator"]
     job = client.submit_decode(server_path="sim_raw.fif", models=[clf, tr])
-    session = client.create_session({"kind": "replay", "path": "sim_raw.fif", "speed": 2.0},
-                                    [clf, tr])
+    session = client.create_session(
+        {"kind": "replay", "path": "sim_raw.fif", "speed": 2.0}, [clf, tr]
+    )
     assert session.status == "running", session.error
 
-    async def stream() -> dict[tuple[str, int], object]:
-        live: dict[tuple[str, int], object] = {}
+    async def stream() -> dict[tuple[str, int], np.ndarray]:
+        live: dict[tuple[str, int], np.ndarray] = {}
         async with websockets.connect(
             ws_url(server, session.id), additional_headers=AUTH, max_size=None
         ) as ws:
-            await ws.send(json.dumps({"type": "subscribe",
-                                      "outputs": ["probabilities", "translation", "status"]}))
+            await ws.send(
+                json.dumps(
+                    {"type": "subscribe", "outputs": ["probabilities", "translation", "status"]}
+                )
+            )
             while True:
                 msg = parse_message(await asyncio.wait_for(ws.recv(), 20))
-                if getattr(msg, "type", None) == "result":
+                if isinstance(msg, ResultMessage):
                     live[(msg.model, msg.window_end)] = np.asarray(msg.payload["probabilities"])
-                elif getattr(msg, "type", None) == "status":
-                    if msg.session.status == "stopped":
-                        return live
-                elif hasattr(msg, "meta"):
+                elif isinstance(msg, SignalFrame):
                     live[(msg.meta["model"], msg.window_end)] = np.array(msg.data)
+                elif isinstance(msg, StatusMessage) and msg.session.status == "stopped":
+                    return live
 
     live = asyncio.run(stream())
     client.delete_session(session.id)
     job = client.wait_job(job.id, timeout_s=60)
     batch = {}
     for rec in client.job_results(job.id).results:
-        value = rec.payload["probabilities"] if rec.kind == "probabilities" else rec.payload["signal"]
+        value = (
+            rec.payload["probabilities"] if rec.kind == "probabilities" else rec.payload["signal"]
+        )
         batch[(rec.model, rec.window_end)] = np.asarray(value, dtype=np.float32)
     common = set(live) & set(batch)
     assert len({k for k in common if k[0] == clf}) > 20

@@ -55,8 +55,15 @@ def test_missing_directories_are_reported(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("host", "expected"),
-    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True),
-     ("0.0.0.0", False), ("10.0.0.1", False), ("example.org", False)],
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("10.0.0.1", False),
+        ("example.org", False),
+    ],
 )
 def test_loopback_detection(host: str, expected: bool) -> None:
     assert is_loopback(host) is expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 
@@ -120,7 +121,5 @@ def test_corrupted_frames_raise_frame_error_only(position: int, junk: bytes) -> 
     buf = bytearray(encode_signal_frame(_result(), "s"))
     position = min(position, len(buf) - 1)
     buf[position : position + len(junk)] = junk
-    try:
+    with contextlib.suppress(FrameError):  # any other exception fails the test
         decode_signal_frame(bytes(buf))
-    except FrameError:
-        pass

@@ -96,7 +96,7 @@ async def test_markers_become_events_once() -> None:
 
 
 async def test_results_from_a_thread_reach_the_loop() -> None:
-    hub, seen = _hub(asyncio.get_running_loop())
+    hub, _ = _hub(asyncio.get_running_loop())
     sub = hub.add(Subscribe(outputs=["probabilities"]))
     thread = threading.Thread(target=lambda: [hub.publish_threadsafe(_result(e)) for e in (1, 2)])
     thread.start()

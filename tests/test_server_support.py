@@ -16,11 +16,26 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
 from neurocast.clients.client import Client
+from neurocast.models.artifact import (
+    ArtifactMetadata,
+    InputSpec,
+    OutputSpec,
+    Provenance,
+    save_artifact,
+)
+from neurocast.models.gallery import Gallery, make_thumbnail
 from neurocast.server.app import create_app
 from neurocast.server.config import Settings
 from neurocast.server.registry import ModelRegistry
 from neurocast.server.runner import ServerThread
+from neurocast.streaming.preprocess import PreprocessSpec
 from neurocast.streaming.simulate import Simulator
 from neurocast.streaming.spec import SimulatorSpec
 
@@ -43,9 +58,7 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str 
 
 
 @contextlib.contextmanager
-def serve(
-    registry: ModelRegistry, **settings: Any
-) -> Iterator[tuple[ServerThread, Client]]:
+def serve(registry: ModelRegistry, **settings: Any) -> Iterator[tuple[ServerThread, Client]]:
     """A real server under uvicorn on a free loopback port, and a client for it."""
     app = create_app(Settings(token=TOKEN, **settings), registry)
     server = ServerThread(app)
@@ -104,21 +117,151 @@ def subscribe_frame(**fields: Any) -> bytes:
     return client_frame(json.dumps({"type": "subscribe", **fields}).encode())
 
 
-# ---- DEV FIXTURES: replaced by real artifacts once models/runtime.py exists ----
-import sys as _sys  # noqa: E402
+# ---------------------------------------------------------------------------------------------
+# real models: tiny ONNX graphs written as artifacts, decoded by the real runtime
 
-import pytest  # noqa: E402
+EEG_PICKS = ["Fp1", "Fpz", "Fp2", "AF7", "AF3", "AFz", "AF4", "AF8"]  # simulator EEG names
+MODEL_IDS = {
+    "classifier": "test-classifier",
+    "translator": "test-translator",
+    "retrieval": "test-retrieval",
+}
+N_MEG = 306
+GALLERY = "test-gallery"
 
-_sys.path.insert(0, "/tmp/ncdev")
+
+def _input_spec(**preprocess: Any) -> InputSpec:
+    return InputSpec(
+        ch_names=EEG_PICKS,
+        ch_types=["eeg"] * len(EEG_PICKS),
+        sfreq_hz=SIM_SPEC.sfreq,
+        window_s=0.1,
+        preprocess=PreprocessSpec(l_freq_hz=1.0, **preprocess),
+    )
+
+
+def _graph(
+    name: str, nodes: list, weights: dict[str, np.ndarray], out_shape: list
+) -> onnx.ModelProto:
+    n_t = round(0.1 * SIM_SPEC.sfreq)
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", len(EEG_PICKS), n_t])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", *out_shape])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _metadata(name: str, task: str, output: OutputSpec, **preprocess: Any) -> ArtifactMetadata:
+    return ArtifactMetadata(
+        name=name,
+        version="1",
+        task=task,
+        input=_input_spec(**preprocess),
+        output=output,
+        provenance=Provenance(data="none (fixed random weights for tests)", split="none", seed=0),
+        simulated_training_data=True,
+    )
+
+
+def build_test_models(folder: Path) -> dict[str, str]:
+    """Write a classifier, an EEG→MEG translator and a retrieval model with its gallery.
+
+    The graphs are small but real: log band power → linear → logits; a linear EEG→MEG map;
+    band power → linear embedding searched in a gallery of generated images.
+    """
+    rng = np.random.default_rng(0)
+    power = [
+        helper.make_node("Mul", ["x", "x"], ["sq"]),
+        helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[2], keepdims=0),
+        helper.make_node("Add", ["ms", "eps"], ["mse"]),
+        helper.make_node("Log", ["mse"], ["lp"]),
+    ]
+    eps = np.array([1e-30])
+    clf = _graph(
+        "classifier",
+        [
+            *power,
+            helper.make_node("MatMul", ["lp", "w"], ["z"]),
+            helper.make_node("Add", ["z", "b"], ["y"]),
+        ],
+        {"eps": eps, "w": rng.normal(0, 0.5, (len(EEG_PICKS), 3)), "b": np.zeros(3)},
+        [3],
+    )
+    save_artifact(
+        clf,
+        _metadata(
+            MODEL_IDS["classifier"],
+            "classification",
+            OutputSpec(class_names=["rest", "speech", "motor"], logits=True),
+        ),
+        folder / "classifier.onnx",
+    )
+    meg = [f"MEG{i:04d}" for i in range(N_MEG)]
+    tr = _graph(
+        "translator",
+        [helper.make_node("MatMul", ["w", "x"], ["y"])],
+        {"w": rng.normal(0, 1e-8, (N_MEG, len(EEG_PICKS)))},
+        [N_MEG, round(0.1 * SIM_SPEC.sfreq)],
+    )
+    save_artifact(
+        tr,
+        _metadata(
+            MODEL_IDS["translator"],
+            "translation",
+            OutputSpec(ch_names=meg, ch_types=["mag"] * N_MEG, sfreq_hz=SIM_SPEC.sfreq),
+        ),
+        folder / "translator.onnx",
+    )
+    dim = 16
+    ret = _graph(
+        "retrieval",
+        [*power, helper.make_node("MatMul", ["lp", "w"], ["y"])],
+        {"eps": eps, "w": rng.normal(0, 1.0, (len(EEG_PICKS), dim))},
+        [dim],
+    )
+    save_artifact(
+        ret,
+        _metadata(
+            MODEL_IDS["retrieval"], "retrieval", OutputSpec(embedding_size=dim, gallery=GALLERY)
+        ),
+        folder / "retrieval.onnx",
+    )
+    labels = ["faces"] * 4 + ["houses"] * 4
+    images = []
+    for i in range(len(labels)):
+        rgb = np.zeros((48, 48, 3), np.uint8)
+        rgb[..., i % 3] = np.linspace(40, 255, 48, dtype=np.uint8)[None, :]
+        rgb[16:32, 16:32] = 255 if labels[i] == "faces" else 0
+        images.append(make_thumbnail(Image.fromarray(rgb), size_px=48, fmt="png"))
+    Gallery(
+        [f"{lab}.img{i}" for i, lab in enumerate(labels)],
+        labels,
+        rng.normal(size=(len(labels), dim)),
+        images,
+        name=GALLERY,
+        thumbnail_format="png",
+    ).save(folder / f"{GALLERY}.npz")
+    return MODEL_IDS
 
 
 @pytest.fixture(scope="session")
-def registry():
-    import devmodel
-
-    return devmodel.registry()
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of real test artifacts."""
+    folder = tmp_path_factory.mktemp("models")
+    build_test_models(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
-def model_ids():
-    return {"classifier": "dev-probabilities", "translator": "dev-translation"}
+def registry(models_dir: Path) -> ModelRegistry:
+    """The test artifacts, as a server finds them (packaged models left out)."""
+    return ModelRegistry.discover(models_dir, packaged=False)
+
+
+@pytest.fixture(scope="session")
+def model_ids() -> dict[str, str]:
+    """Ids of the test models by role."""
+    return dict(MODEL_IDS)

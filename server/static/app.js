@@ -243,7 +243,11 @@ function renderStatus() {
 }
 
 function renderLatency() {
-  const last = state.lastLatency || {};
+  const last = { ...(state.lastLatency || {}) };
+  if (state.lastLatency) {
+    last.total_ms = last.acquisition_ms + last.preprocessing_ms + last.inference_ms;
+    delete last.delivery_ms; // measured by the server as it sends: see the percentiles
+  }
   const pct = (state.status && state.status.latency) || {};
   const stages = ["acquisition", "preprocessing", "inference", "delivery", "total"];
   const rows = stages.map((stage) => {
@@ -398,7 +402,7 @@ function renderTraces() {
     ctx.stroke();
     ctx.fillStyle = "#8b98a5";
     ctx.font = "10px sans-serif";
-    ctx.fillText(t.chNames[t.picks[i]] || `ch ${t.picks[i]}`, 4, mid - rowH * 0.3);
+    ctx.fillText(t.chNames[t.picks[i]] || `ch ${t.picks[i]}`, 4, rowH * i + 11);
   });
 }
 
