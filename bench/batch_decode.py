@@ -6,8 +6,8 @@ channels at 160 Hz, 125 s; 100 ms windows every 25 ms, about 5,000 windows) is d
 - directly: read with MNE and run through the decode engine and the ONNX runtime in this
   process (``load_recording`` + ``decode_recording``, what a job does internally);
 - over REST: uploaded to a real server (uvicorn on loopback, in this process) with
-  ``POST /v1/decode``, the job polled every 20 ms until done, and its results downloaded as
-  NPZ.
+  ``POST /v1/decode``, the client waiting for the job with long polls (``GET /v1/jobs/{id}
+  ?wait_s=``, answered as soon as it finishes), and its results downloaded as NPZ.
 
 Both decode exactly the same windows with the same model. The model is an ONNX artifact built
 here for the recording's 64 EEG channels (log band power of a 16-filter spatial projection →
@@ -23,18 +23,16 @@ Usage: ``python bench/batch_decode.py [--quick] [--file PATH] [--model ARTIFACT]
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _common
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEFAULT_FILE = SHARED / "eegbci" / "S001R03.edf"
+DEFAULT_FILE = _common.SHARED_DATA / "eegbci" / "S001R03.edf"
 TOKEN = "bench-token"
 
 
@@ -100,15 +98,21 @@ def build_eeg_classifier(ch_names: list[str], sfreq: float, folder: Path) -> Pat
     return save_artifact(model, meta, folder / "bench-eeg-classifier.onnx").path
 
 
+def _shared_name(path: Path) -> str:
+    """The path relative to ``../shared/data`` when it is there (as RESULTS.md cites files)."""
+    root = _common.SHARED_DATA.resolve()
+    full = path.resolve()
+    return str(full.relative_to(root)) if full.is_relative_to(root) else str(path)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs (under 60 s in all)")
+    parser = _common.parser(__doc__)
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE, help="recording to decode")
     parser.add_argument("--model", type=Path, help="an artifact that fits the file")
     args = parser.parse_args()
     if not args.file.is_file():
         sys.exit(f"{args.file} not found: this benchmark needs ../shared/data beside the repo.")
-    repeats = 2 if args.quick else 5
+    repeats = 3 if args.quick else 9
 
     from neurocast.clients.client import Client
     from neurocast.models.runtime import OnnxWindowModel
@@ -125,7 +129,9 @@ def main() -> None:
             artifact.write_bytes(args.model.read_bytes())
         else:
             raw = read_header(args.file)
-            eeg = [c for c, t in zip(raw.ch_names, raw.get_channel_types(), strict=True) if t == "eeg"]
+            eeg = [
+                c for c, t in zip(raw.ch_names, raw.get_channel_types(), strict=True) if t == "eeg"
+            ]
             artifact = build_eeg_classifier(eeg, float(raw.info["sfreq"]), folder)
         registry = ModelRegistry.discover(folder, packaged=False)
         (model_id,) = registry.ids()
@@ -141,7 +147,7 @@ def main() -> None:
 
             def rest() -> int:
                 job = client.submit_decode(args.file, models=[model_id])
-                job = client.wait_job(job.id, poll_s=0.02, timeout_s=600)
+                job = client.wait_job(job.id, timeout_s=600)
                 if job.status != "done":
                     sys.exit(f"The job {job.status}: {job.error}")
                 client.download_results(job.id, "npz", folder / "results.npz")
@@ -160,10 +166,9 @@ def main() -> None:
                 rest_rates.append(n_rest / (time.perf_counter() - t0))
                 if n_rest != n_windows:
                     sys.exit(f"REST decoded {n_rest} windows, direct {n_windows}.")
-                print(
+                _common.log(
                     f"direct {direct_rates[-1]:.0f} windows/s, REST {rest_rates[-1]:.0f} "
-                    f"windows/s ({n_windows} windows)",
-                    flush=True,
+                    f"windows/s ({n_windows} windows)"
                 )
     direct_rate = statistics.median(direct_rates)
     rest_rate = statistics.median(rest_rates)
@@ -172,13 +177,13 @@ def main() -> None:
         "rest_windows_per_s": round(rest_rate, 1),
         "rest_overhead": round(direct_rate / rest_rate, 3),
         "n_windows": n_windows,
-        "file": str(args.file.relative_to(SHARED)) if args.file.is_relative_to(SHARED) else str(args.file),
+        "file": _shared_name(args.file),
         "model": model_id,
         "split": "none (no training or evaluation: throughput only)",
         "runs": repeats,
         "quick": args.quick,
     }
-    print(json.dumps(figures))
+    _common.emit(figures)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,12 @@ Usage: ``python bench/ws_fanout.py [--quick]``; the last stdout line is a JSON o
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
 import multiprocessing as mp
 import os
 import socket
-import statistics
 import struct
 import sys
 import tempfile
@@ -39,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common
 import numpy as np
 
 TOKEN = "bench-token"
@@ -179,9 +178,7 @@ def _build_translator(ch_names: list[str], sfreq: float, folder: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs (under 60 s in all)")
-    args = parser.parse_args()
+    args = _common.parser(__doc__).parse_args()
     seconds, repeats = (4.0, 1) if args.quick else (15.0, 3)
 
     from batch_decode import build_eeg_classifier
@@ -220,7 +217,7 @@ def main() -> None:
         ]
         stalled_dropped = 0
         for name, n_clients, stalled in cases:
-            p50s, p99s, received, dropped = [], [], 0, 0
+            runs, received, dropped = [], 0, 0
             for _ in range(repeats):
                 before = client.session(session.id).dropped_messages
                 sock = _stalled_client(server.host, server.port, path) if stalled else None
@@ -228,18 +225,16 @@ def main() -> None:
                 if sock is not None:
                     stalled_dropped += client.session(session.id).dropped_messages - before
                     sock.close()
-                lat = np.asarray(out["latencies"])
-                p50s.append(float(np.percentile(lat, 50)))
-                p99s.append(float(np.percentile(lat, 99)))
+                runs.append(out["latencies"])
                 received += out["received"]
                 dropped += out["dropped"]
-            figures[f"{name}_p50_ms"] = round(statistics.median(p50s), 3)
-            figures[f"{name}_p99_ms"] = round(statistics.median(p99s), 3)
+            p50, p99 = _common.median_of_runs(runs)
+            figures[f"{name}_p50_ms"] = round(p50, 3)
+            figures[f"{name}_p99_ms"] = round(p99, 3)
             figures[f"{name}_drop_fraction"] = round(dropped / max(1, received + dropped), 5)
-            print(
-                f"{name}: p50 {figures[f'{name}_p50_ms']} ms, p99 {figures[f'{name}_p99_ms']} ms,"
-                f" {received} received, {dropped} dropped",
-                flush=True,
+            _common.log(
+                f"{name}: p50 {p50:.3f} ms, p99 {p99:.3f} ms, {received} received, "
+                f"{dropped} dropped"
             )
         final = client.session(session.id)
         figures["stalled_client_dropped"] = stalled_dropped
@@ -256,7 +251,7 @@ def main() -> None:
         figures["runs"] = repeats
         figures["quick"] = args.quick
         client.delete_session(session.id)
-    print(json.dumps(figures))
+    _common.emit(figures)
 
 
 if __name__ == "__main__":

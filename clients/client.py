@@ -17,7 +17,6 @@ Stream messages are the pydantic models of :mod:`neurocast.server.schemas` (``Re
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -68,6 +67,7 @@ Message: TypeAlias = (
 _MESSAGE: TypeAdapter[Message] = TypeAdapter(ServerMessage)
 _MAX_MESSAGE_BYTES = 64 * 1024**2
 _FINISHED = ("done", "failed", "cancelled")
+LONG_POLL_S = 10.0  # the server answers within this (at most 60 s), or as soon as a job ends
 
 
 class NeurocastError(RuntimeError):
@@ -121,6 +121,17 @@ def _decode_form(models: Sequence[str], stride_s: float, server_path: str | None
     if server_path is not None:
         form["path"] = server_path
     return form
+
+
+def _wait_params(wait_s: float) -> dict[str, float]:
+    return {"wait_s": wait_s} if wait_s > 0 else {}
+
+
+def _next_wait(deadline: float | None) -> float:
+    """Seconds of the next long poll: at most LONG_POLL_S, never past the deadline."""
+    if deadline is None:
+        return LONG_POLL_S
+    return max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
 
 
 def _ws_url(base: str, session_id: str) -> str:
@@ -340,23 +351,20 @@ class AsyncClient:
                 r = await self._http.post("/v1/decode", data=form, files={"file": (path.name, fh)})
         return JobStatus.model_validate_json(_check(r).content)
 
-    async def job(self, job_id: str) -> JobStatus:
-        """A job's progress."""
-        r = _check(await self._http.get(f"/v1/jobs/{job_id}"))
-        return JobStatus.model_validate_json(r.content)
+    async def job(self, job_id: str, *, wait_s: float = 0.0) -> JobStatus:
+        """A job's progress; with ``wait_s``, answered as soon as it finishes (long poll)."""
+        r = await self._http.get(f"/v1/jobs/{job_id}", params=_wait_params(wait_s))
+        return JobStatus.model_validate_json(_check(r).content)
 
-    async def wait_job(
-        self, job_id: str, *, poll_s: float = 0.2, timeout_s: float | None = None
-    ) -> JobStatus:
-        """Poll a job until it is done, failed or cancelled."""
+    async def wait_job(self, job_id: str, *, timeout_s: float | None = None) -> JobStatus:
+        """Wait until a job is done, failed or cancelled (long polls, no busy polling)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            job = await self.job(job_id)
+            job = await self.job(job_id, wait_s=_next_wait(deadline))
             if job.status in _FINISHED:
                 return job
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"Job {job_id} still {job.status} after {timeout_s} s.")
-            await asyncio.sleep(poll_s)
 
     async def job_results(self, job_id: str) -> JobResults:
         """A finished job's results as JSON records."""
@@ -486,22 +494,20 @@ class Client:
                 r = self._http.post("/v1/decode", data=form, files={"file": (path.name, fh)})
         return JobStatus.model_validate_json(_check(r).content)
 
-    def job(self, job_id: str) -> JobStatus:
-        """A job's progress."""
-        return JobStatus.model_validate_json(_check(self._http.get(f"/v1/jobs/{job_id}")).content)
+    def job(self, job_id: str, *, wait_s: float = 0.0) -> JobStatus:
+        """A job's progress; with ``wait_s``, answered as soon as it finishes (long poll)."""
+        r = self._http.get(f"/v1/jobs/{job_id}", params=_wait_params(wait_s))
+        return JobStatus.model_validate_json(_check(r).content)
 
-    def wait_job(
-        self, job_id: str, *, poll_s: float = 0.2, timeout_s: float | None = None
-    ) -> JobStatus:
-        """Poll a job until it is done, failed or cancelled."""
+    def wait_job(self, job_id: str, *, timeout_s: float | None = None) -> JobStatus:
+        """Wait until a job is done, failed or cancelled (long polls, no busy polling)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            job = self.job(job_id)
+            job = self.job(job_id, wait_s=_next_wait(deadline))
             if job.status in _FINISHED:
                 return job
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"Job {job_id} still {job.status} after {timeout_s} s.")
-            time.sleep(poll_s)
 
     def job_results(self, job_id: str) -> JobResults:
         """A finished job's results as JSON records."""

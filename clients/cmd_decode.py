@@ -95,8 +95,6 @@ def _local(args: argparse.Namespace) -> int:
 
 
 def _remote(args: argparse.Namespace, fmt: ResultFormat) -> int:
-    import time
-
     from tqdm import tqdm
 
     from .client import Client, NeurocastError
@@ -115,8 +113,7 @@ def _remote(args: argparse.Namespace, fmt: ResultFormat) -> int:
             bar_format="{l_bar}{bar}| {elapsed}",
         ) as bar:
             while job.status not in ("done", "failed", "cancelled"):
-                time.sleep(0.2)
-                job = client.job(job.id)
+                job = client.job(job.id, wait_s=0.5)  # long poll: returns early when done
                 bar.n = job.progress
                 bar.refresh()
         if job.status != "done":

@@ -271,7 +271,7 @@ class AlignTrainConfig:
     patience : int
         Stop after this many epochs without a lower validation loss (best weights kept).
     batch_size : int
-        Trials per step.
+        Trials per step: two trials each of ``batch_size // 2`` images.
     lr : float
         AdamW learning rate.
     weight_decay : float
@@ -390,9 +390,9 @@ def _window_end(epochs: EpochSet, window: AlignWindow) -> int:
 
 
 def aligned_loss(
-    outputs: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    first: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    second: dict[str, tuple[torch.Tensor, torch.Tensor]],
     images: torch.Tensor,
-    labels: torch.Tensor,
     encoders: dict[str, BrainModule],
     cross_scale: torch.Tensor,
     *,
@@ -401,21 +401,24 @@ def aligned_loss(
 ) -> torch.Tensor:
     """Contrastive loss of both encoders against the images and against each other.
 
+    A batch holds two trials of each of ``n`` distinct images: ``first`` and ``second``.
+    The EEG–MEG terms match one trial's EEG with the *other* trial's MEG of the same image,
+    so that the encoders align on the image and not on the background activity that EEG and
+    MEG of one trial share (which would make matching trials trivial and useless).
+
     Parameters
     ----------
-    outputs : dict of str to (tensor, tensor)
-        ``"eeg"`` and ``"meg"`` encoder outputs (CLIP head, MSE head), each (batch, dim), of
-        the same trials in the same order.
-    images : tensor, shape (n_images, dim)
-        Embeddings of the distinct images of the batch.
-    labels : tensor of int, shape (batch,)
-        Row of ``images`` seen in each trial.
+    first, second : dict of str to (tensor, tensor)
+        ``"eeg"`` and ``"meg"`` encoder outputs (CLIP head, MSE head), each (n, dim), of the
+        first and second trial of each image.
+    images : tensor, shape (n, dim)
+        Embedding of each image, in batch order.
     encoders : dict of str to BrainModule
         The encoders (their learned CLIP temperatures).
     cross_scale : tensor
-        Log inverse temperature of the EEG–MEG term.
+        Log inverse temperature of the EEG–MEG terms.
     cross_weight : float
-        Weight ``w`` of the EEG–MEG term.
+        Weight ``w`` of the EEG–MEG terms.
     clip_weight : float
         λ: each brain–image term is ``λ·CLIP + (1 − λ)·MSE`` (the MSE head regresses the
         image embedding, as in the brain module's training).
@@ -423,19 +426,47 @@ def aligned_loss(
     Returns
     -------
     loss : tensor
-        ``Σ_m [λ·CLIP(m → image) + (1 − λ)·MSE_m] + w · (CLIP(eeg → meg) + CLIP(meg → eeg)) / 2``,
-        where the EEG–MEG terms match each trial's EEG with the same trial's MEG.
+        Mean over both trials of ``Σ_m [λ·CLIP(m → image) + (1 − λ)·MSE_m]``, plus
+        ``w · (CLIP(eeg₁ → meg₂) + CLIP(meg₁ → eeg₂)) / 2``.
     """
+    n = images.shape[0]
+    if any(out[m][0].shape[0] != n for out in (first, second) for m in MODALITIES):
+        raise ValueError("Every output needs one row per image of the batch.")
+    labels = torch.arange(n)
     total = torch.zeros(())
-    for m in MODALITIES:
-        clip_out, mse_out = outputs[m]
-        total = total + clip_weight * clip_loss(clip_out, images, encoders[m].logit_scale, labels)
-        if clip_weight < 1:
-            mse = ((mse_out - images[labels]) ** 2).sum(dim=-1).mean()
-            total = total + (1 - clip_weight) * mse
-    e, m_ = outputs["eeg"][0], outputs["meg"][0]
-    cross = 0.5 * (clip_loss(e, m_, cross_scale) + clip_loss(m_, e, cross_scale))
+    for out in (first, second):
+        for m in MODALITIES:
+            clip_out, mse_out = out[m]
+            lc = clip_loss(clip_out, images, encoders[m].logit_scale, labels)
+            lm = ((mse_out - images) ** 2).sum(dim=-1).mean()
+            total = total + 0.5 * (clip_weight * lc + (1 - clip_weight) * lm)
+    cross = 0.5 * (
+        clip_loss(first["eeg"][0], second["meg"][0], cross_scale, labels)
+        + clip_loss(first["meg"][0], second["eeg"][0], cross_scale, labels)
+    )
     return total + cross_weight * cross
+
+
+def _pairs(
+    rows: NDArray[np.int64], trials: NDArray[np.intp], rng: np.random.Generator | None
+) -> NDArray[np.intp]:
+    """Disjoint pairs of different trials of the same image: (n_pairs, 2) trial indices.
+
+    With ``rng``, every image's trials are shuffled and paired up (an odd one out waits for
+    the next draw) and the pairs are shuffled; without, the first two trials of each image.
+    """
+    pairs = []
+    for img in np.unique(rows[trials]):
+        own = trials[rows[trials] == img]
+        if len(own) < 2:
+            continue
+        if rng is None:
+            pairs.append(own[:2])
+        else:
+            own = rng.permutation(own)
+            pairs.extend(own[: len(own) // 2 * 2].reshape(-1, 2))
+    out = np.array(pairs, dtype=np.intp).reshape(-1, 2)
+    return out[rng.permutation(len(out))] if rng is not None else out
 
 
 def fit_aligned(
@@ -492,24 +523,31 @@ def _fit_aligned(
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     targets = torch.as_tensor(_unit(data.embeddings))
     rows = data.image_rows
+    val_pairs = _pairs(rows, val_idx, None)
+    if len(val_pairs) < 2 or len(_pairs(rows, fit_idx, None)) < 2:
+        raise ValueError(
+            "Contrastive alignment needs every training image shown at least twice (pairs of "
+            "trials of the same image); simulate more repetitions."
+        )
 
-    def batch_loss(idx: NDArray[np.intp]) -> torch.Tensor:
-        uniq, labels = np.unique(rows[idx], return_inverse=True)
-        out = {m: encoders[m](torch.from_numpy(x[m][idx])) for m in MODALITIES}
+    def batch_loss(pairs: NDArray[np.intp]) -> torch.Tensor:
+        halves = [
+            {m: encoders[m](torch.from_numpy(x[m][pairs[:, k]])) for m in MODALITIES}
+            for k in (0, 1)
+        ]
+        images = targets[torch.from_numpy(rows[pairs[:, 0]])]
         return aligned_loss(
-            out, targets[torch.from_numpy(uniq)], torch.from_numpy(labels), encoders,
-            cross_scale, cross_weight=tc.cross_weight, clip_weight=tc.clip_weight,
+            halves[0], halves[1], images, encoders, cross_scale,
+            cross_weight=tc.cross_weight, clip_weight=tc.clip_weight,
         )  # fmt: skip
 
     def val_loss() -> float:
         for e in encoders.values():
             e.eval()
         with torch.no_grad():
-            return float(batch_loss(val_idx))
+            return float(batch_loss(val_pairs))
 
-    n_steps = max(1, len(fit_idx) // tc.batch_size)
-    if tc.max_steps_per_epoch is not None:
-        n_steps = min(n_steps, tc.max_steps_per_epoch)
+    per_step = max(2, tc.batch_size // 2)
     best = (val_loss(), copy.deepcopy({m: e.state_dict() for m, e in encoders.items()}), 0)
     history: list[dict[str, float]] = [{"epoch": 0.0, "train_loss": float("nan"),
                                         "val_loss": best[0]}]  # fmt: skip
@@ -517,13 +555,16 @@ def _fit_aligned(
     for epoch in bar:
         for e in encoders.values():
             e.train()
-        order = rng.permutation(fit_idx)
+        pairs = _pairs(rows, fit_idx, rng)
+        n_steps = max(1, len(pairs) // per_step)
+        if tc.max_steps_per_epoch is not None:
+            n_steps = min(n_steps, tc.max_steps_per_epoch)
         losses = []
         for s in range(n_steps):
-            idx = order[s * tc.batch_size : (s + 1) * tc.batch_size]
-            if len(idx) < 2:
+            batch = pairs[s * per_step : (s + 1) * per_step]
+            if len(batch) < 2:
                 continue
-            loss = batch_loss(idx)
+            loss = batch_loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import mne
 import onnx
@@ -453,13 +454,18 @@ def _same_rate(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-4 * max(a, b)
 
 
-def _read(path: Path) -> bytes:
+def _open(path: Path) -> BinaryIO:
     try:
-        return path.read_bytes()
+        return open(path, "rb")
     except FileNotFoundError:
         raise ArtifactError(f"No artifact at {path}: check the path.") from None
     except IsADirectoryError:
         raise ArtifactError(f"{path} is a folder, not an artifact file.") from None
+
+
+def _read(path: Path) -> bytes:
+    with _open(path) as f:
+        return f.read()
 
 
 # --- protobuf wire format: just enough to split a message into its top-level fields ---
@@ -532,7 +538,7 @@ def content_hash(data: bytes) -> str:
     return digest.hexdigest()
 
 
-def _metadata_json(data: bytes, where: str) -> str:
+def _metadata_json(data: bytes | mmap.mmap, where: str) -> str:
     view = memoryview(data)
     found = None
     has_graph = False
@@ -544,11 +550,13 @@ def _metadata_json(data: bytes, where: str) -> str:
                 entry = onnx.StringStringEntryProto.FromString(bytes(view[payload:end]))
                 if entry.key == METADATA_KEY:
                     found = entry.value
-    except (_Corrupt, Exception) as err:  # protobuf raises its own DecodeError
+    except Exception as err:  # _Corrupt, or protobuf's DecodeError
         raise ArtifactError(
             f"{where} is not a valid ONNX file (truncated or corrupt: {err}); export it again "
             "or copy it again."
         ) from None
+    finally:
+        view.release()  # a mapped file can only be closed once no view is left
     if not has_graph:
         raise ArtifactError(
             f"{where} is not an ONNX model (no graph found; truncated or another file type)."
@@ -590,7 +598,16 @@ def read_metadata(path: str | Path) -> ArtifactMetadata:
         before running the model).
     """
     p = Path(path)
-    return _parse_metadata(_metadata_json(_read(p), str(p)), str(p))
+    where = str(p)
+    with _open(p) as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            text = _metadata_json(b"", where)
+        else:
+            # the graph is skipped, not read: only the pages holding field headers and the
+            # metadata are touched
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                text = _metadata_json(mapped, where)
+    return _parse_metadata(text, where)
 
 
 def _value_infos(graph: memoryview) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -625,7 +642,7 @@ def _check_graph(data: bytes, meta: ArtifactMetadata, where: str) -> tuple[Tenso
         if graph is None:
             raise _Corrupt("no graph")
         inputs, outputs = _value_infos(graph)
-    except (_Corrupt, Exception) as err:
+    except Exception as err:  # _Corrupt, or protobuf's DecodeError
         raise ArtifactError(f"{where} has a corrupt graph ({err}); export it again.") from None
     if len(inputs) != 1:
         raise ArtifactError(

@@ -95,7 +95,7 @@ class RuntimeSession:
         The execution provider really used (``"CUDAExecutionProvider"`` or
         ``"CPUExecutionProvider"``).
     provider_note : str
-        Why CUDA was not used, when it was tried and failed (empty otherwise).
+        Why CUDA is not used (empty when it is, or when ``device="cpu"``).
     load_ms : float
         Time to create the session and run the warm-up, in milliseconds.
     """
@@ -123,7 +123,6 @@ class RuntimeSession:
             session = ort.InferenceSession(data, self._options(), providers=[CPU])
             self._session = session
             self._warm_up()
-        self._session = session
         self.provider = session.get_providers()[0]
         self.load_ms = (time.perf_counter() - t0) * 1e3
         logger.info(

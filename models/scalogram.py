@@ -174,7 +174,7 @@ class _Group:
     """Frequencies whose wavelets occupy nearly the same partitions, multiplied together.
 
     ``weights[s]`` holds, per FFT bin, the weights applied to stack ``s`` of paired spectra
-    (see :meth:`StreamingMorlet._process_block`); rows are the group's wavelets' real parts
+    (see :meth:`StreamingMorlet._columns`); rows are the group's wavelets' real parts
     then imaginary parts, columns ``(pair, 2)`` for pairs ``first`` up to the middle one.
     """
 
@@ -201,8 +201,9 @@ class StreamingMorlet:
     block : int | None
         Samples per update, odd. Columns are emitted a whole block at a time, so pushes of a
         multiple of ``block`` samples add no delay. The output does not depend on it (within
-        float64 rounding); larger blocks cost less per sample. Default: the odd number of
-        samples nearest at or below 25 ms.
+        float64 rounding); the cost per sample is lowest for blocks near ``sqrt(2 K)``
+        samples (``K``: half the longest wavelet). Default: the odd number of samples nearest
+        at or below 25 ms.
     n_threads : int
         Threads sharing the channels of each block (each runs single-threaded BLAS).
 

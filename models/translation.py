@@ -46,7 +46,6 @@ import mne
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
-from sklearn.linear_model import RidgeCV
 from tqdm.auto import tqdm
 
 from neurocast.streaming.preprocess import (
@@ -61,6 +60,16 @@ from neurocast.streaming.source import StreamInfo
 from neurocast.streaming.spec import SimulatorSpec
 from neurocast.streaming.windows import WindowSpec
 
+from .artifact import (
+    Artifact,
+    ArtifactMetadata,
+    InputSpec,
+    Metrics,
+    OutputSpec,
+    Provenance,
+    save_artifact,
+)
+from .export import check_onnx, export_onnx, git_commit
 from .train import set_seed
 from .translator import EEGToMEGUNet, LinearTranslator, ScaledTranslator, TranslatorConfig
 
@@ -521,53 +530,91 @@ def standardized(
 class RidgeTranslator:
     """Linear EEG→MEG baseline: ridge regression from each sample's EEG to every MEG channel.
 
-    The EEG is average-referenced first (as in the network). The regularisation is chosen
-    by efficient leave-one-out cross-validation (scikit-learn ``RidgeCV``), one value shared
-    by all MEG channels.
+    The EEG is average-referenced first (as in the network); an intercept is fitted. The
+    regularisation, one value for all MEG channels, is relative to the mean eigenvalue of the
+    EEG covariance (so it does not depend on units) and is chosen on validation data from
+    *other* recordings or simulated subjects: leave-one-out on the training samples would
+    favour too little regularisation, neighbouring samples of a time series being alike.
 
     Parameters
     ----------
     alphas : sequence of float
-        Candidate regularisation strengths (in standardised units).
+        Candidate relative regularisation strengths.
     """
 
-    def __init__(self, alphas: Sequence[float] = tuple(np.logspace(-3, 5, 17))) -> None:
-        self._model = RidgeCV(alphas=np.asarray(alphas, dtype=float))
+    def __init__(self, alphas: Sequence[float] = tuple(np.logspace(-6, 1, 15))) -> None:
+        if not len(alphas) or min(alphas) < 0:
+            raise ValueError("alphas must be a non-empty sequence of non-negative values.")
+        self.alphas = tuple(float(a) for a in alphas)
+        self.alpha: float | None = None
         self.weight: NDArray[np.float64] | None = None
         self.bias: NDArray[np.float64] | None = None
+        self.val_mse: dict[float, float] = {}
 
     @staticmethod
-    def _design(x: ArrayLike) -> NDArray[np.float64]:
-        """(n_eeg, n_samples) → average-referenced (n_samples, n_eeg)."""
+    def _design(x: ArrayLike, name: str) -> NDArray[np.float64]:
+        """(n_eeg, n_samples) → average-referenced, still (n_eeg, n_samples)."""
         arr = np.asarray(x, dtype=np.float64)
-        if arr.ndim != 2:
-            raise ValueError(f"EEG must be (n_eeg, n_samples), got shape {arr.shape}.")
-        return (arr - arr.mean(axis=0, keepdims=True)).T
+        if arr.ndim != 2 or arr.shape[0] < 2:
+            raise ValueError(f"{name} must be (n_eeg >= 2, n_samples), got shape {arr.shape}.")
+        return arr - arr.mean(axis=0, keepdims=True)
 
-    def fit(self, x: ArrayLike, y: ArrayLike) -> RidgeTranslator:
-        """Fit on EEG ``x`` (n_eeg, n_samples) and MEG ``y`` (n_meg, n_samples)."""
-        xd = self._design(x)
-        yd = np.asarray(y, dtype=np.float64).T
-        if yd.ndim != 2 or yd.shape[0] != xd.shape[0]:
+    def fit(
+        self,
+        x: ArrayLike,
+        y: ArrayLike,
+        x_val: ArrayLike | None = None,
+        y_val: ArrayLike | None = None,
+    ) -> RidgeTranslator:
+        """Fit on EEG ``x`` (n_eeg, n_samples) and MEG ``y`` (n_meg, n_samples).
+
+        ``x_val`` and ``y_val`` (validation EEG and MEG) choose the regularisation; they are
+        required when more than one candidate is given.
+        """
+        xd = self._design(x, "x")
+        yd = np.asarray(y, dtype=np.float64)
+        if yd.ndim != 2 or yd.shape[1] != xd.shape[1]:
             raise ValueError(
-                f"x and y must have the same number of samples, got {xd.shape[0]} and "
-                f"{yd.shape[0] if yd.ndim == 2 else yd.shape}."
+                f"y must be (n_meg, {xd.shape[1]}) like x's samples, got shape {yd.shape}."
             )
-        self._model.fit(xd, yd)
-        self.weight = np.atleast_2d(self._model.coef_)
-        self.bias = np.atleast_1d(self._model.intercept_)
-        return self
+        if len(self.alphas) > 1 and (x_val is None or y_val is None):
+            raise ValueError("Choosing among several alphas needs validation data (x_val, y_val).")
+        mx, my = xd.mean(axis=1, keepdims=True), yd.mean(axis=1, keepdims=True)
+        xc, yc = xd - mx, yd - my
+        gram, cross = xc @ xc.T, yc @ xc.T  # (n_eeg, n_eeg), (n_meg, n_eeg)
+        unit = np.trace(gram) / len(gram)
+        evals, evecs = np.linalg.eigh(gram)
+        proj = cross @ evecs  # solutions for every alpha share the eigenbasis
 
-    @property
-    def alpha(self) -> float:
-        """The chosen regularisation strength."""
-        return float(self._model.alpha_)
+        def solve(alpha: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+            w = (proj / (evals + alpha * unit)) @ evecs.T
+            return w, (my - w @ mx).ravel()
+
+        if len(self.alphas) == 1:
+            self.alpha = self.alphas[0]
+        else:
+            xv = self._design(x_val, "x_val")
+            yv = np.asarray(y_val, dtype=np.float64)
+            if yv.shape != (yd.shape[0], xv.shape[1]):
+                raise ValueError(
+                    f"y_val must be ({yd.shape[0]}, {xv.shape[1]}), got shape {yv.shape}."
+                )
+            for alpha in self.alphas:
+                w, b = solve(alpha)
+                self.val_mse[alpha] = float(np.mean((w @ xv + b[:, None] - yv) ** 2))
+            self.alpha = min(self.val_mse, key=self.val_mse.__getitem__)
+        self.weight, self.bias = solve(self.alpha)
+        return self
 
     def predict(self, x: ArrayLike) -> NDArray[np.float32]:
         """MEG (n_meg, n_samples) for EEG ``x`` (n_eeg, n_samples), or batches of them."""
         if self.weight is None or self.bias is None:
             raise RuntimeError("Fit the ridge translator before predicting.")
         arr = np.asarray(x, dtype=np.float64)
+        if arr.ndim < 2 or arr.shape[-2] != self.weight.shape[1]:
+            raise ValueError(
+                f"x must be (..., {self.weight.shape[1]} EEG channels, n_samples), got {arr.shape}."
+            )
         arr = arr - arr.mean(axis=-2, keepdims=True)
         out = np.einsum("me,...et->...mt", self.weight, arr) + self.bias[:, None]
         return out.astype(np.float32)
@@ -805,13 +852,17 @@ def _fit(
     val_draw = WindowDraw([x for x, _ in va], [y for _, y in va], window.n_times)
     val_x, val_y = val_draw.batch(val_draw.starts(tc.n_val_windows, rng))
 
-    # the ridge sees the samples of training windows drawn the same way
+    # the ridge sees the samples of training windows drawn the same way; the validation
+    # subjects choose its regularisation
     n_fit = max(1, tc.max_ridge_samples // window.n_times)
     rx, ry = draw.batch(draw.starts(n_fit, rng))
     ridge = RidgeTranslator().fit(
-        np.concatenate(list(rx), axis=1), np.concatenate(list(ry), axis=1)
+        np.concatenate(list(rx), axis=1),
+        np.concatenate(list(ry), axis=1),
+        np.concatenate(list(val_x), axis=1),
+        np.concatenate(list(val_y), axis=1),
     )
-    logger.info("ridge baseline: alpha %.3g", ridge.alpha)
+    logger.info("ridge baseline: relative alpha %.3g", ridge.alpha)
 
     net = EEGToMEGUNet(cfg)
     if tc.init_from_ridge:
@@ -1046,23 +1097,115 @@ def evaluate_segment(
     )
 
 
-def artifact_metadata(model: TranslationModel, which: str) -> dict[str, Any]:
-    """Training facts stored with an exported translator."""
-    last = model.history[-1] if model.history else {}
-    return {
-        "model": "EEG-to-MEG U-Net with Bi-LSTM bottleneck" if which == "net" else "ridge",
-        "trained_on": model.trained_on,
-        "simulated_training_data": True,
-        "window": {
-            "sfreq_hz": model.window.sfreq_hz,
-            "window_s": model.window.window_s,
-            "n_window": model.window.n_window,
-            "n_context": model.window.n_context,
-            "band_hz": [model.window.l_freq_hz, model.window.h_freq_hz],
-        },
-        "eeg_scale_v": model.scaling.eeg_scale,
-        "ridge_alpha": model.ridge.alpha,
-        "network": model.net.config.to_dict(),
-        "val_loss": last.get("val_loss"),
-        "val_loss_ridge": last.get("val_loss_ridge"),
-    }
+# --------------------------------------------------------------------------- export
+
+
+def check_windows(
+    model: TranslationModel, segment: SimultaneousSegment, n: int = 64
+) -> NDArray[np.float32]:
+    """Up to ``n`` consecutive, non-overlapping model inputs of a (held-out) segment."""
+    x = model_inputs(segment, model.spec)
+    t = model.window.n_times
+    starts = np.arange(0, x.shape[1] - t + 1, t)[:n]
+    if not len(starts):
+        raise ValueError("The segment is shorter than one model input.")
+    return np.stack([x[:, a : a + t] for a in starts])
+
+
+def export_translator(
+    model: TranslationModel,
+    path: str | Path,
+    *,
+    which: str = "net",
+    check_segment: SimultaneousSegment,
+    name: str,
+    version: str = "1",
+    stream_sfreq: float,
+    metrics: dict[str, float] | None = None,
+    metrics_note: str = "",
+    seed: int | None = None,
+    rtol: float = 1e-4,
+) -> Artifact:
+    """Write a translator as an artifact with task ``translation``.
+
+    The graph takes the finalised EEG span (context and window, common-scaled) and outputs
+    the MEG of the window's samples in tesla (magnetometers) and tesla/metre (gradiometers),
+    every MEG channel of the training geometry, at the translator's rate; the runtime turns it
+    into the translation payload (``ch_names``, ``ch_types``, ``sfreq_hz``, ``signal``).
+
+    Parameters
+    ----------
+    model : TranslationModel
+        The trained models.
+    path : path-like
+        The ``.onnx`` file.
+    which : {"net", "ridge"}
+        Export the network or the ridge baseline.
+    check_segment : SimultaneousSegment
+        Held-out data whose windows must give the same output in ONNX and torch.
+    name, version : str
+        Artifact name and version.
+    stream_sfreq : float
+        Rate of the training streams in Hz (streams at other rates are resampled).
+    metrics : dict | None
+        Measured figures to store.
+    metrics_note : str
+        How they were measured.
+    seed : int | None
+        Training seed.
+    rtol : float
+        Tolerance of the ONNX-versus-torch check relative to each channel's training standard
+        deviation (the outputs are of the order of 1e-13 T, so an absolute tolerance would
+        check nothing).
+
+    Raises
+    ------
+    ExportCheckError
+        If ONNX and torch disagree by more than the tolerance; nothing is written then.
+    """
+    module = model.scaled_module(which)
+    x = check_windows(model, check_segment)
+    proto = export_onnx(module, torch.from_numpy(x[:2]), input_name="eeg", output_name="meg")
+    # the magnetometers' scale is the smallest: rtol of it bounds every channel's error
+    atol = rtol * float(model.scaling.meg_scale.min())
+    diff = check_onnx(proto, module, x, atol=atol)
+    w = model.window
+    meta = ArtifactMetadata(
+        name=name,
+        version=version,
+        task="translation",
+        input=InputSpec(
+            ch_names=list(model.eeg_names),
+            ch_types=["eeg"] * len(model.eeg_names),
+            sfreq_hz=float(stream_sfreq),
+            window_s=w.n_window / w.sfreq_hz,
+            context_s=w.n_context / w.sfreq_hz,
+            preprocess=model.spec,
+        ),
+        output=OutputSpec(
+            tensor="meg",
+            ch_names=list(model.meg_names),
+            ch_types=list(model.meg_types),
+            sfreq_hz=w.sfreq_hz,
+        ),
+        provenance=Provenance(
+            data=model.trained_on,
+            split="training and validation on different simulated subjects (subject_seed); "
+            "scores on further held-out simulated subjects and on real recordings never used "
+            "in training",
+            seed=seed,
+            git_commit=git_commit(),
+        ),
+        simulated_training_data=True,
+        metrics=Metrics(
+            values={**(metrics or {}), "export_max_abs_diff": diff}, note=metrics_note
+        ),
+        description=(
+            ("U-Net with Bi-LSTM bottleneck" if which == "net" else "Ridge regression")
+            + f" translating {len(model.eeg_names)} EEG channels into {len(model.meg_names)} MEG "
+            f"channels ({model.window.l_freq_hz:g}-{model.window.h_freq_hz:g} Hz, "
+            f"{w.sfreq_hz:g} Hz); each window gives the MEG of its last {w.n_window} samples. "
+            "Trained on SIMULATED simultaneous EEG/MEG."
+        ),
+    )
+    return save_artifact(proto, meta, path)

@@ -25,8 +25,8 @@ from .errors import ApiError
 from .jobs import JobManager
 from .metrics import Metrics
 from .registry import ModelRegistry
-from .schemas import ServerMessage, Subscribe
 from .routers import decode, health, models, sessions
+from .schemas import ServerMessage, Subscribe
 from .sessions import SessionManager
 
 logger = logging.getLogger(__name__)

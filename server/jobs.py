@@ -7,6 +7,8 @@ decoded in batch and the same file streamed give the same output for the same wi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import shutil
 import threading
@@ -215,6 +217,7 @@ class Job:
         self.elapsed_s: float | None = None
         self.cancel = threading.Event()
         self.future: Future[None] | None = None
+        self._done: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     def status(self, url_prefix: str = "/v1/jobs") -> JobStatus:
         """The job's state, progress and, once done, where its results are."""
@@ -289,6 +292,21 @@ class Job:
         self.finished_at = time.time()
         if self.cleanup is not None:
             shutil.rmtree(self.cleanup, ignore_errors=True)
+        if self._done is not None:
+            loop, event = self._done
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                loop.call_soon_threadsafe(event.set)
+
+    def watch(self) -> None:
+        """Make :meth:`wait` usable from the running event loop (call before :meth:`run`)."""
+        self._done = (asyncio.get_running_loop(), asyncio.Event())
+
+    async def wait(self, timeout_s: float) -> None:
+        """Return when the job has finished, or after ``timeout_s`` seconds."""
+        if self._done is None or self.finished_at is not None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._done[1].wait(), timeout_s)
 
 
 class JobManager:
@@ -311,9 +329,10 @@ class JobManager:
         self.jobs: dict[str, Job] = {}
 
     def submit(self, job: Job) -> Job:
-        """Queue a job."""
+        """Queue a job (from the event loop, so that clients can wait for it there)."""
         self._evict()
         self.jobs[job.id] = job
+        job.watch()
         job.future = self.pool.submit(job.run, self.metrics)
         return job
 

@@ -69,7 +69,7 @@ class Session:
         )
         self._state: SessionState = "starting"
         self._error: str | None = None
-        self.started = asyncio.Event()
+        self.start_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the source and start decoding (in a worker thread); never raises."""
@@ -84,15 +84,19 @@ class Session:
                 await asyncio.to_thread(self.loop.stop)
             else:
                 self._state = "running"
-        finally:
-            self.started.set()
 
     async def stop(self) -> None:
-        """Stop decoding and close the source (in a worker thread); safe to call twice."""
+        """Stop decoding and close the source (in a worker thread); safe to call twice.
+
+        A session still opening its source is stopped once the opening returns (an LSL
+        resolve, for example, ends at its timeout).
+        """
         previous = self._state
         self._state = "stopped"
         if previous != "starting":
             await asyncio.to_thread(self.loop.stop)
+        elif self.start_task is not None:
+            await asyncio.shield(self.start_task)
 
     @property
     def simulated(self) -> bool:
@@ -232,10 +236,12 @@ class SessionManager:
             ) from exc
         self.sessions[session_id] = session
         self._ensure_ticker()
-        task = asyncio.create_task(session.start())
+        session.start_task = asyncio.create_task(session.start())
         # still opening after the wait: the client polls GET /v1/sessions/{id}
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), self.settings.session_open_wait_s)
+            await asyncio.wait_for(
+                asyncio.shield(session.start_task), self.settings.session_open_wait_s
+            )
         return session
 
     def _resolve_paths(self, spec: SourceSpec) -> SourceSpec:

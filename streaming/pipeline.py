@@ -110,6 +110,9 @@ class DecodeEngine:
         Time between window ends in seconds (default 0.025).
     capacity_s : float
         How much raw history the ring buffer keeps, in seconds.
+    live : bool
+        True when chunks arrive from a live source: acquisition latency is then measured
+        from each window's last sample to decoding. False for batch decoding, where it is 0.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class DecodeEngine:
         *,
         stride_s: float = 0.025,
         capacity_s: float = 30.0,
+        live: bool = True,
     ) -> None:
         if not models:
             raise ValueError("A decode engine needs at least one model.")
@@ -173,7 +177,9 @@ class DecodeEngine:
         self._feed_until(end)
         t_fed = local_clock()
         t_end = self.ring.timestamp(end - 1)
-        acquisition_ms = max(0.0, (t_start - (t_end + self.clock_offset)) * 1e3)
+        acquisition_ms = (
+            max(0.0, (t_start - (t_end + self.clock_offset)) * 1e3) if self.live else 0.0
+        )
         results = []
         for state in self.states:
             t0 = time.perf_counter()
@@ -275,7 +281,9 @@ def decode_array(
     result : Result
         One per model per window, in time order.
     """
-    engine = DecodeEngine(stream, models, stride_s=stride_s, capacity_s=max(4 * chunk_s, 10.0))
+    engine = DecodeEngine(
+        stream, models, stride_s=stride_s, capacity_s=max(4 * chunk_s, 10.0), live=False
+    )
     step = max(1, int(chunk_s * stream.sfreq))
     pending = sorted(markers, key=lambda m: m.timestamp)
     k = 0

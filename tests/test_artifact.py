@@ -158,6 +158,8 @@ def test_metadata_edit_keeps_hash_valid_graph_edit_does_not(saved: Path, tmp_pat
     onnx.save(proto, tampered)
     with pytest.raises(ArtifactError, match=r"content hash mismatch.*modified"):
         load_artifact(tampered)
+    # the metadata stays readable without the check (listing what a file claims to be)
+    assert read_metadata(tampered).name == "test-classifier"
 
 
 @pytest.mark.parametrize(
@@ -173,6 +175,8 @@ def test_garbage_files_give_clear_errors(tmp_path: Path, content: bytes, match: 
     path.write_bytes(content)
     with pytest.raises(ArtifactError, match=match):
         load_artifact(path)
+    with pytest.raises(ArtifactError, match=match):
+        read_metadata(path)
 
 
 def test_truncated_file(saved: Path, tmp_path: Path) -> None:
@@ -186,6 +190,13 @@ def test_truncated_file(saved: Path, tmp_path: Path) -> None:
 def test_missing_file_and_plain_onnx(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="No artifact at"):
         load_artifact(tmp_path / "nope.onnx")
+    with pytest.raises(ArtifactError, match="No artifact at"):
+        read_metadata(tmp_path / "nope.onnx")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ArtifactError, match="not an ONNX model"):
+        read_metadata(tmp_path / "empty.onnx")
+    with pytest.raises(ArtifactError, match="folder"):
+        read_metadata(tmp_path)
     plain = tmp_path / "plain.onnx"
     onnx.save(classifier_graph(4, 20, 3)[0], plain)
     with pytest.raises(ArtifactError, match=r"without neurocast metadata.*save_artifact"):

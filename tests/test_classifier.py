@@ -7,35 +7,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from neurocast.clients.cli import build_parser  # noqa: E402
-from neurocast.models.artifact import (  # noqa: E402
+from neurocast.clients.cli import build_parser
+from neurocast.models.artifact import (
     InputSpec,
     Provenance,
     load_artifact,
 )
-from neurocast.models.backbones import (  # noqa: E402
+from neurocast.models.backbones import (
     IMAGENET_NORMALIZATION,
     build_backbone,
     efficientnet_lite0,
     efficientnet_lite0_weights_path,
 )
-from neurocast.models.classifier import (  # noqa: E402
+from neurocast.models.classifier import (
     PCAMixing,
     ScalogramClassifier,
     ScalogramStandardizer,
     SensorMixing,
 )
-from neurocast.models.export import (  # noqa: E402
+from neurocast.models.export import (
     ExportCheckError,
     check_onnx,
     export_classifier,
     export_onnx,
 )
-from neurocast.models.scalogram import ScalogramSpec  # noqa: E402
-from neurocast.models.train import (  # noqa: E402
+from neurocast.models.scalogram import ScalogramSpec
+from neurocast.models.train import (
     ScalogramWindows,
     TrainConfig,
     build_classifier,
@@ -44,8 +43,8 @@ from neurocast.models.train import (  # noqa: E402
     trial_log_proba,
     trial_windows,
 )
-from neurocast.models.trials import find_trials, read_recording  # noqa: E402
-from neurocast.streaming.preprocess import PreprocessSpec  # noqa: E402
+from neurocast.models.trials import find_trials, read_recording
+from neurocast.streaming.preprocess import PreprocessSpec
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -205,7 +204,7 @@ def test_ablations_build() -> None:
     with pytest.raises(ValueError, match="PCAMixing"):
         ScalogramClassifier(_standardizer(), 2, input_size=32, mixing="pca3")
     with pytest.raises(ValueError, match="Unknown mixing"):
-        ScalogramClassifier(_standardizer(), 2, input_size=32, mixing="ica")  # type: ignore[arg-type]
+        ScalogramClassifier(_standardizer(), 2, input_size=32, mixing="ica")
     with pytest.raises(ValueError, match="at least 2 classes"):
         ScalogramClassifier(_standardizer(), 1, input_size=32)
 
@@ -409,3 +408,24 @@ def test_train_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert missing.func(missing) == 2
     assert not (tmp_path / "m.onnx").exists()
     assert isinstance(parser.parse_args(["train", "demo"]), argparse.Namespace)
+
+
+def test_train_classifier_command_writes_an_artifact(shared_data: Path, tmp_path: Path) -> None:
+    eegbci = shared_data / "eegbci"
+    out = tmp_path / "hands-feet.onnx"
+    common = [
+        "train", "classifier", "--data", str(eegbci / "S001R06.edf"), "--eegbci",
+        "--event", "T1=hands", "--event", "T2=feet", "--out", str(out),
+        "--backbone", "compact", "--input-size", "32", "--epochs", "1", "--threads", "1",
+    ]  # fmt: skip
+    parser = build_parser()
+    refused = parser.parse_args(common)  # the compact CNN has no ImageNet weights
+    assert refused.func(refused) == 2 and not out.exists()
+    args = parser.parse_args([*common, "--random-init", "--test-data", str(eegbci / "S001R10.edf")])
+    assert args.func(args) == 0
+    meta = load_artifact(out).metadata
+    assert len(meta.input.ch_names) == 64 and meta.output.class_names == ["hands", "feet"]
+    assert meta.input.scalogram is not None and meta.input.preprocess.robust_scale is not None
+    assert 0.0 <= meta.metrics.values["test_trial_balanced_accuracy"] <= 1.0
+    assert meta.metrics.values["export_max_abs_diff"] <= 1e-4
+    assert not meta.simulated_training_data and "S001R06" in meta.provenance.data

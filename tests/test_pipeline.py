@@ -169,6 +169,7 @@ def test_results_carry_window_end_time_and_latency(
         for value in (lat.acquisition_ms, lat.preprocessing_ms, lat.inference_ms):
             assert np.isfinite(value) and value >= 0
         assert lat.delivery_ms == 0.0  # filled in by whoever delivers it
+        assert lat.acquisition_ms == 0.0  # no acquisition in batch decoding
         assert sum(r.payload["probabilities"]) == pytest.approx(1.0)
 
 

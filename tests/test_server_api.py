@@ -327,3 +327,15 @@ def test_retrieval_results_link_gallery_thumbnails(running, model_ids) -> None:
     for path in ("/v1/galleries/test-gallery/thumbnails/nope", "/v1/galleries/nope/thumbnails/x"):
         r = httpx.get(server.url + path, headers=AUTH)
         assert r.status_code == 404 and r.json()["code"] == "unknown_image"
+
+
+def test_delete_while_the_source_is_still_opening(registry, model_ids) -> None:
+    with serve(registry, session_open_wait_s=0.0) as (_, client):
+        session = client.create_session(
+            {"kind": "lsl", "name": "no-such-stream-here", "resolve_timeout_s": 1.0},
+            [model_ids["classifier"]],
+        )
+        assert session.status == "starting"
+        final = client.delete_session(session.id)  # returns once the resolve has ended
+        assert final.status in ("stopped", "failed")
+        assert session.id not in {s.id for s in client.sessions()}

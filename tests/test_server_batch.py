@@ -220,6 +220,11 @@ def test_job_bookkeeping(running, model_ids) -> None:
     assert job.id in {
         j["id"] for j in httpx.get(server.url + "/v1/jobs", headers=AUTH).json()["jobs"]
     }
+    # one long poll is answered once the job has finished
+    r = httpx.get(f"{server.url}/v1/jobs/{job.id}", params={"wait_s": 60}, headers=AUTH, timeout=90)
+    assert r.status_code == 200 and r.json()["status"] == "done"
+    r = httpx.get(f"{server.url}/v1/jobs/{job.id}", params={"wait_s": 61}, headers=AUTH)
+    assert r.status_code == 422
     done = client.wait_job(job.id, timeout_s=60)
     assert done.windows_per_s and done.windows_per_s > 0
     assert set(done.results) == {"json", "npz", "parquet"}

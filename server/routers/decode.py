@@ -144,9 +144,24 @@ def list_jobs(state: StateDep) -> JobList:
 @router.get(
     "/v1/jobs/{job_id}", response_model=JobStatus, summary="A job's progress", responses=_NOT_FOUND
 )
-def get_job(job_id: str, state: StateDep) -> JobStatus:
+async def get_job(
+    job_id: str,
+    state: StateDep,
+    wait_s: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=60,
+            description="Long poll: answer as soon as the job has finished, or after this "
+            "many seconds.",
+        ),
+    ] = 0.0,
+) -> JobStatus:
     """State, progress and, once done, the URLs of the results."""
-    return state.jobs.get(job_id).status()
+    job = state.jobs.get(job_id)
+    if wait_s > 0:
+        await job.wait(wait_s)
+    return job.status()
 
 
 @router.get(
