@@ -138,6 +138,7 @@ class DecodeEngine:
         self._fed = 0  # raw samples already pushed through preprocessing
         self._last_finite = np.zeros(stream.n_channels, dtype=np.float32)
         self.clock_offset = 0.0
+        self.live = live
 
     def write(self, chunk: Chunk) -> None:
         """Store a chunk from the source (validated by the ring buffer)."""
