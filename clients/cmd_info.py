@@ -1,7 +1,8 @@
 """``neurocast info FILE``: what MNE reads in a recording.
 
-Works on anything :func:`mne.io.read_raw` reads (FIF, EDF/BDF, BrainVision, EEGLAB, KIT,
-...): channel counts by type, sampling rate, duration, annotations and stim-channel events,
+Works on anything :func:`neurocast.streaming.readers.read_recording` reads (FIF, EDF/BDF,
+BrainVision, EEGLAB, KIT, FieldTrip MAT, ...): channel counts by type, sampling rate,
+duration, annotations and stim-channel events,
 and whether the recording is simulated (its description carries the SIMULATED tag that
 every neurocast simulator output has).
 """
@@ -59,17 +60,9 @@ def describe(path: Path) -> dict[str, Any]:
     ValueError
         If the file does not exist or MNE cannot read it.
     """
-    import mne
+    from neurocast.streaming.readers import read_recording
 
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file.")
-    try:
-        raw = mne.io.read_raw(path, preload=False, verbose="error")
-    except Exception as exc:  # readers raise many types on corrupt or foreign files
-        raise ValueError(
-            f"MNE cannot read {path} as a recording ({type(exc).__name__}: {exc}). Check that "
-            "it is complete and in a format mne.io.read_raw supports."
-        ) from exc
+    raw = read_recording(path)
     info = raw.info
     description = info["description"] or ""
     sfreq = float(info["sfreq"])
