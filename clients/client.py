@@ -17,8 +17,10 @@ Stream messages are the pydantic models of :mod:`neurocast.server.schemas` (``Re
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -78,6 +80,12 @@ class NeurocastError(RuntimeError):
         self.status_code = status_code
         self.code = code
         self.detail = detail
+
+
+def quiet_http_log(args: argparse.Namespace) -> None:
+    """Keep httpx's one line per request out of a command's output unless ``--verbose``."""
+    if not getattr(args, "verbose", False):
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def parse_message(data: str | bytes) -> Message:

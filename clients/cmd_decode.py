@@ -71,7 +71,7 @@ def _local(args: argparse.Namespace) -> int:
 
     registry = ModelRegistry.discover(args.models_dir)
     try:
-        models = [registry.window_model(m) for m in args.models]
+        models = registry.window_models(args.models)
         recording = load_recording(args.file)
         check_models(recording.stream, models)
     except (ApiError, RecordingError) as exc:
@@ -97,7 +97,9 @@ def _local(args: argparse.Namespace) -> int:
 def _remote(args: argparse.Namespace, fmt: ResultFormat) -> int:
     from tqdm import tqdm
 
-    from .client import Client, NeurocastError
+    from .client import Client, NeurocastError, quiet_http_log
+
+    quiet_http_log(args)
 
     with Client(args.url, token=args.token) as client:
         try:

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..server.schemas import OutputName
     from ..streaming.source import local_clock
     from ..streaming.spec import SimulatorSpec
-    from .client import Client
+    from .client import Client, quiet_http_log
     from .cmd_watch import format_message
 
     registry = ModelRegistry.discover(None)
@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
+    quiet_http_log(args)
     headless = args.headless or not has_display()
     seconds = args.seconds if args.seconds is not None else (30.0 if headless else None)
     settings = Settings(host="127.0.0.1", port=args.port)

@@ -123,8 +123,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..server.config import is_loopback
     from ..streaming.source import local_clock
-    from .client import Client, NeurocastError
+    from .client import Client, NeurocastError, quiet_http_log
 
+    quiet_http_log(args)
     outputs: list[Any] = [o.strip() for o in args.outputs.split(",") if o.strip()]
     unknown = sorted(set(outputs) - set(ALL_OUTPUTS))
     if unknown:

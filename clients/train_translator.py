@@ -51,9 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=int, default=2, help="U-Net levels (each halves time)")
     p.add_argument("--lstm-hidden", type=int, default=64, help="Bi-LSTM units per direction")
     p.add_argument("--eval", nargs="+", type=Path, default=[], help="real recordings to score")
-    p.add_argument(
-        "--bads", nargs="+", default=[], help="channels bad in every --eval recording"
-    )
+    p.add_argument("--bads", nargs="+", default=[], help="channels bad in every --eval recording")
     p.add_argument(
         "--ssp-from", type=Path, help="apply this FIF's MEG projectors to every --eval recording"
     )

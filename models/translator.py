@@ -172,6 +172,7 @@ class EEGToMEGUNet(nn.Module):
         self.head = nn.Conv1d(widths[0], config.n_meg, 1)
         # the U-Net starts as a zero correction: training begins at the linear path's fit
         nn.init.zeros_(self.head.weight)
+        assert self.head.bias is not None
         nn.init.zeros_(self.head.bias)
 
     def set_linear_map(self, weight: ArrayLike, bias: ArrayLike | None = None) -> None:
@@ -189,6 +190,7 @@ class EEGToMEGUNet(nn.Module):
         if tuple(w.shape) != expected:
             raise ValueError(f"weight must have shape {expected}, got {tuple(w.shape)}.")
         b = torch.zeros(expected[0]) if bias is None else torch.as_tensor(bias).float()
+        assert self.linear.bias is not None
         with torch.no_grad():
             self.linear.weight.copy_(w[:, :, None])
             self.linear.bias.copy_(b.reshape(-1))
@@ -229,6 +231,7 @@ class LinearTranslator(nn.Module):
             raise ValueError(f"weight must be (n_meg, n_eeg), got shape {tuple(w.shape)}.")
         self.reference = CommonAverageReference()
         self.linear = nn.Conv1d(w.shape[1], w.shape[0], 1)
+        assert self.linear.bias is not None
         with torch.no_grad():
             self.linear.weight.copy_(w[:, :, None])
             self.linear.bias.copy_(torch.as_tensor(np.asarray(bias)).float().reshape(-1))

@@ -89,14 +89,14 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         lifespan=lifespan,
     )
     app.state.neurocast = state
-    if settings.cors_origins:
+    app.add_middleware(_BodySizeLimit, settings=settings)
+    if settings.cors_origins:  # outermost, so that refusals carry the CORS headers too
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(_BodySizeLimit, settings=settings)
     _install_error_handlers(app, settings)
     for router in (health.router, models.router, sessions.router, decode.router):
         app.include_router(router)

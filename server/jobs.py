@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +179,8 @@ class Job:
         Time between window ends in seconds.
     n_samples : int
         Samples in the file (for progress).
+    sfreq : float
+        Its sampling rate in Hz.
     simulated : bool
         Whether the recording is simulated.
     cleanup : Path | None
@@ -216,10 +218,9 @@ class Job:
         self.finished_at: float | None = None
         self.elapsed_s: float | None = None
         self.cancel = threading.Event()
-        self.future: Future[None] | None = None
         self._done: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
-    def status(self, url_prefix: str = "/v1/jobs") -> JobStatus:
+    def status(self) -> JobStatus:
         """The job's state, progress and, once done, where its results are."""
         done = self.state == "done"
         progress = 1.0 if done else min(1.0, self.last_end / self.n_samples)
@@ -242,10 +243,7 @@ class Job:
             finished_at=self.finished_at,
             windows_per_s=rate,
             results=(
-                {
-                    f: f"{url_prefix}/{self.id}/results?format={f}"
-                    for f in ("json", "npz", "parquet")
-                }
+                {f: f"/v1/jobs/{self.id}/results?format={f}" for f in ("json", "npz", "parquet")}
                 if done
                 else {}
             ),
@@ -333,7 +331,7 @@ class JobManager:
         self._evict()
         self.jobs[job.id] = job
         job.watch()
-        job.future = self.pool.submit(job.run, self.metrics)
+        self.pool.submit(job.run, self.metrics)
         return job
 
     def get(self, job_id: str) -> Job:

@@ -125,6 +125,10 @@ class ModelRegistry:
             )
         return entry.load()
 
+    def window_models(self, model_ids: Iterable[str]) -> list[WindowModel]:
+        """Ready decoders for several models (422 :class:`ApiError` for an unknown id)."""
+        return [self.window_model(m) for m in model_ids]
+
     def thumbnail(self, gallery: str, image_id: str) -> tuple[bytes, str]:
         """The encoded thumbnail of a gallery image and its media type (404 when unknown)."""
         for entry in self._entries.values():

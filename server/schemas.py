@@ -267,8 +267,8 @@ class JobStatus(_Model):
     status: JobState
     progress: float = Field(ge=0, le=1, description="Fraction of windows decoded.")
     n_windows_done: int
-    n_windows_total: int
-    n_results: int
+    n_windows_total: int = Field(description="Windows in the file (an estimate until done).")
+    n_results: int = Field(description="Results once done: one per model per window.")
     models: list[str]
     input: str = Field(description="The uploaded file name or the path under the data root.")
     stride_s: float

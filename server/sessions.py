@@ -216,7 +216,8 @@ class SessionManager:
                 f"This server runs at most {self.settings.max_sessions} sessions; delete one "
                 f"(DELETE /v1/sessions/{{id}}) or raise NEUROCAST_MAX_SESSIONS.",
             )
-        models = [self.registry.window_model(m) for m in request.models]
+        # the first use of a model loads (and warms up) its ONNX session: not on the event loop
+        models = await asyncio.to_thread(self.registry.window_models, request.models)
         spec = self._resolve_paths(request.source)
         loop = asyncio.get_running_loop()
         session_id = uuid.uuid4().hex[:12]

@@ -102,7 +102,7 @@ async def decode(
             "one_input_needed",
             "Send exactly one of 'file' (an upload) or 'path' (a file under the data root).",
         )
-    window_models = [state.registry.window_model(m) for m in models]
+    window_models = await asyncio.to_thread(state.registry.window_models, models)
     cleanup: Path | None = None
     if file is not None:
         target, cleanup = await _save_upload(file)

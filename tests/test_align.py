@@ -1,0 +1,201 @@
+"""The aligned EEG–MEG–image space: loss, training, evaluation, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neurocast.clients.cli import EXIT_OK, EXIT_USAGE, main
+from neurocast.models.align import (
+    AlignedEpochs,
+    AlignedModel,
+    AlignTrainConfig,
+    align_encoder_config,
+    aligned_loss,
+    evaluate_aligned,
+    export_encoder,
+    fit_aligned,
+    simulate_aligned_epochs,
+    two_way_accuracy,
+)
+from neurocast.models.artifact import load_artifact
+from neurocast.models.brain_module import BrainModule, small_config
+from neurocast.models.runtime import OnnxWindowModel
+from neurocast.streaming.simulate import default_image_set
+from neurocast.streaming.spec import SimulatorSpec
+
+EEG8 = ["Fp1", "Fz", "C3", "Cz", "C4", "Pz", "O1", "O2"]
+SPEC = SimulatorSpec(sfreq=250.0, realtime=False, eeg_channels=EEG8)
+TINY = dict(n_spatial=8, n_fourier=4, hidden=8, n_blocks=1, head_hidden=16)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[AlignedModel, AlignedEpochs, AlignedEpochs]:
+    """Two encoders trained for one epoch on 12 images; 4 held-out images, 2 trials each."""
+    emb, ids = default_image_set(16, 8, seed=0)
+    train = simulate_aligned_epochs(SPEC, emb, np.repeat(np.arange(12), 2), image_ids=ids, seed=1)
+    test = simulate_aligned_epochs(
+        SPEC, emb, np.repeat(np.arange(12, 16), 2), image_ids=ids, seed=2
+    )
+    model = fit_aligned(
+        train,
+        AlignTrainConfig(max_epochs=1, batch_size=8, val_fraction=0.25),
+        align_encoder_config(**TINY),
+    )
+    return model, train, test
+
+
+def _encoders(dim: int) -> dict[str, BrainModule]:
+    pos = np.random.default_rng(0).random((4, 2))
+    cfg = small_config(**TINY)
+    return {m: BrainModule(pos, 6, dim, cfg) for m in ("eeg", "meg")}
+
+
+def test_contrastive_loss_is_lower_for_matched_pairs() -> None:
+    torch.manual_seed(0)
+    images = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    noise = 0.05 * torch.randn(8, 16)
+    encoders = _encoders(16)
+    scale = torch.tensor(float(np.log(1 / 0.07)))
+
+    def outputs(z: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {m: (z, z) for m in ("eeg", "meg")}
+
+    matched = aligned_loss(
+        outputs(images + noise), outputs(images - noise), images, encoders, scale
+    )
+    perm = torch.roll(torch.arange(8), 1)
+    shuffled = aligned_loss(
+        outputs(images[perm] + noise), outputs(images - noise), images, encoders, scale
+    )
+    assert float(matched) < float(shuffled)
+    # the EEG-MEG term alone: one trial's EEG against the other trial's MEG of the same image
+    cross_only = dict(clip_weight=0.0, cross_weight=1.0)
+    a = {"eeg": (images, images), "meg": (images, images)}
+    b_same = {"eeg": (images, images), "meg": (images, images)}
+    b_other = {"eeg": (images[perm], images), "meg": (images[perm], images)}
+    same = aligned_loss(a, b_same, images, encoders, scale, **cross_only)
+    other = aligned_loss(a, b_other, images, encoders, scale, **cross_only)
+    assert float(same) < float(other)
+
+
+def test_loss_rejects_mismatched_batches() -> None:
+    images = torch.randn(4, 16)
+    encoders = _encoders(16)
+    short = {m: (torch.randn(3, 16), torch.randn(3, 16)) for m in ("eeg", "meg")}
+    with pytest.raises(ValueError, match="one row per image"):
+        aligned_loss(short, short, images, encoders, torch.tensor(1.0))
+
+
+def test_two_way_accuracy() -> None:
+    s = np.array([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0], [1.0, 1.0, 1.0]])
+    assert two_way_accuracy(s[:2], [0, 1]) == 1.0
+    assert two_way_accuracy(s[:1], [1]) == 0.0
+    assert two_way_accuracy(s[2:], [0]) == 0.5  # ties count half
+    with pytest.raises(ValueError):
+        two_way_accuracy(np.ones((2, 1)), [0, 0])
+
+
+def test_simulated_epochs_hold_both_modalities(tiny: tuple) -> None:
+    _, train, _ = tiny
+    assert len(train) == 24
+    assert train.epochs["eeg"].ch_names == EEG8
+    assert len(train.epochs["meg"].ch_names) == 306
+    assert train.epochs["eeg"].data.shape[0] == train.epochs["meg"].data.shape[0]
+    np.testing.assert_array_equal(train.epochs["eeg"].image_rows, train.epochs["meg"].image_rows)
+    assert "SIMULATED" in train.description
+    assert train.epochs["eeg"].simulated
+
+
+def test_noise_scale_changes_only_the_noise() -> None:
+    emb, ids = default_image_set(3, 8, seed=0)
+    rows = np.arange(3)
+    quiet = simulate_aligned_epochs(SPEC, emb, rows, image_ids=ids, noise_scale=0.0, seed=4)
+    again = simulate_aligned_epochs(SPEC, emb, rows, image_ids=ids, noise_scale=0.0, seed=9)
+    loud = simulate_aligned_epochs(SPEC, emb, rows, image_ids=ids, noise_scale=2.0, seed=4)
+    # without noise, trials of the same images are identical whatever the seed
+    np.testing.assert_allclose(quiet.epochs["meg"].data, again.epochs["meg"].data, rtol=1e-4)
+    assert loud.epochs["meg"].data.std() > quiet.epochs["meg"].data.std()
+
+
+def test_encoders_give_unit_representations(tiny: tuple) -> None:
+    model, _, test = tiny
+    for m in ("eeg", "meg"):
+        z = model.embed(test, m)
+        assert z.shape == (len(test), 8)
+        np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    assert "SIMULATED" in model.trained_on
+
+
+def test_evaluation_reports_every_figure(tiny: tuple) -> None:
+    model, _, test = tiny
+    figures = evaluate_aligned(model, test)
+    for m in ("eeg", "meg"):
+        for key in ("decode_2way", "decode_top5", "decode_top1", "encode_2way"):
+            assert 0.0 <= figures[f"{key}_{m}"] <= 1.0
+    assert figures["decode_top5_eeg"] == 1.0  # only 4 candidates
+    for key in (
+        "conversion_2way_norm_eeg_to_meg",
+        "ceiling_2way_meg",
+        "conversion_2way_eeg_to_meg",
+    ):
+        assert np.isfinite(figures[key])
+    assert figures["n_test_images"] == 4
+
+
+def test_evaluation_needs_repeated_test_images(tiny: tuple) -> None:
+    model, _, _ = tiny
+    emb, ids = default_image_set(16, 8, seed=0)
+    once = simulate_aligned_epochs(SPEC, emb, np.arange(12, 16), image_ids=ids, seed=3)
+    with pytest.raises(ValueError, match="at least twice"):
+        evaluate_aligned(model, once)
+
+
+def test_training_needs_repeated_images() -> None:
+    emb, ids = default_image_set(8, 8, seed=0)
+    once = simulate_aligned_epochs(SPEC, emb, np.arange(8), image_ids=ids, seed=5)
+    with pytest.raises(ValueError, match="at least twice"):
+        fit_aligned(once, AlignTrainConfig(max_epochs=1), align_encoder_config(**TINY))
+
+
+def test_aligned_space_needs_both_modalities() -> None:
+    emb, _ = default_image_set(2, 8, seed=0)
+    with pytest.raises(ValueError, match="modality='both'"):
+        simulate_aligned_epochs(SPEC.model_copy(update={"modality": "meg"}), emb, [0, 1])
+    with pytest.raises(ValueError, match="noise_scale"):
+        simulate_aligned_epochs(SPEC, emb, [0, 1], noise_scale=-1.0)
+
+
+def test_embedding_artifact_through_the_runtime(tiny: tuple, tmp_path: Path) -> None:
+    model, _, test = tiny
+    artifact = export_encoder(
+        model, "meg", tmp_path / "meg.onnx", check_data=test, name="meg", stream_sfreq=250.0
+    )
+    meta = load_artifact(artifact.path).metadata
+    assert meta.task == "embedding" and meta.simulated_training_data
+    assert meta.output.embedding_size == 8
+    assert len(meta.input.ch_names) == 306
+    runtime = OnnxWindowModel(artifact, threads=1)
+    x = model.windows(test, "meg")
+    payload = runtime.run(x[0])
+    assert set(payload) >= {"embedding"} and payload["simulated_training_data"] is True
+    assert payload["embedding"].shape == (8,)
+    np.testing.assert_allclose(payload["embedding"], model.embed(test, "meg")[0], atol=1e-4)
+    with pytest.raises(ValueError, match="modality"):
+        export_encoder(
+            model, "fmri", tmp_path / "x.onnx", check_data=test, name="x", stream_sfreq=250.0
+        )
+
+
+@pytest.mark.timeout(240)
+def test_train_align_command(tmp_path: Path) -> None:
+    argv = ["train", "align", "--out-dir", str(tmp_path), "--n-images", "10"]
+    argv += ["--n-test-images", "3", "--repeats", "2", "--test-repeats", "2", "--epochs", "1"]
+    assert main(argv) == EXIT_OK
+    for m in ("eeg", "meg"):
+        meta = load_artifact(tmp_path / f"aligned-{m}.onnx").metadata
+        assert meta.task == "embedding" and "decode_2way_eeg" in meta.metrics.values
+    assert main(["train", "align", "--out-dir", str(tmp_path), "--repeats", "1"]) == EXIT_USAGE
