@@ -77,18 +77,29 @@ class Setup:
 
 
 FULL = Setup(400, 50, 4, 6, 80, 10, {})
-QUICK = Setup(200, 20, 4, 4, 25, 10, {})
+QUICK = Setup(200, 20, 4, 4, 20, 10, {})
 
 
-def ridge_peer(model: AlignedModel, train: AlignedEpochs, test: AlignedEpochs) -> dict[str, float]:
+def fit_ridge_peers(model: AlignedModel, train: AlignedEpochs) -> dict[str, RidgeRetrieval]:
     """Ridge decoders from each modality's windows to the image embeddings (same windows)."""
+    n_ctx = model.window.geometry.n_context
+    return {
+        m: RidgeRetrieval().fit(
+            model.windows(train, m)[:, :, n_ctx:], train.embeddings[train.image_rows]
+        )
+        for m in MODALITIES
+    }
+
+
+def ridge_scores(
+    model: AlignedModel, ridges: dict[str, RidgeRetrieval], test: AlignedEpochs
+) -> dict[str, float]:
+    """Decoding 2-way and top-5 of the ridge peers on test trials (all test images)."""
     out = {}
     images, true = np.unique(test.image_rows, return_inverse=True)
     cand = test.embeddings[images] / np.linalg.norm(test.embeddings[images], axis=1, keepdims=True)
     n_ctx = model.window.geometry.n_context
-    for m in MODALITIES:
-        x_train = model.windows(train, m)[:, :, n_ctx:]
-        ridge = RidgeRetrieval().fit(x_train, train.embeddings[train.image_rows])
+    for m, ridge in ridges.items():
         pred = ridge.predict(model.windows(test, m)[:, :, n_ctx:])
         pred /= np.linalg.norm(pred, axis=1, keepdims=True)
         scores = pred.astype(np.float64) @ cand.T
@@ -131,6 +142,7 @@ def main() -> None:
     )
     details["train_s"] = time.perf_counter() - t0
     details["epochs"] = float(len(model.history) - 1)
+    ridges = fit_ridge_peers(model, train)
     for level in NOISE_LEVELS:
         tag = f"noise{level:g}"
         _common.log(f"{tag}: testing on {len(test_order)} trials")
@@ -145,7 +157,7 @@ def main() -> None:
         for src, dst in (("eeg", "meg"), ("meg", "eeg")):
             key = f"{src}_to_{dst}"
             figures["conversion_2way_norm"][f"{key}_{tag}"] = res[f"conversion_2way_norm_{key}"]
-        for k, v in ridge_peer(model, train, test).items():
+        for k, v in ridge_scores(model, ridges, test).items():
             figures[k.rsplit("_", 1)[0]][f"{k.rsplit('_', 1)[1]}_{tag}"] = v
         details.update({f"{tag}_{k}": v for k, v in res.items()})
     figures.update(

@@ -67,7 +67,10 @@ def main() -> None:
             figures[f"query_ms_{n}_d{dim}_p50"] = round(p50, 4)
             figures[f"query_ms_{n}_d{dim}_p99"] = round(p99, 4)
             mb = gallery.n_images * gallery.dim * 4 / 1e6
-            print(f"{n:>7} images x {dim:>4} dims ({mb:6.1f} MB float32): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+            print(
+                f"{n:>7} images x {dim:>4} dims ({mb:6.1f} MB float32): "
+                f"p50 {p50:.3f} ms, p99 {p99:.3f} ms"
+            )
             del gallery
     figures["query_ms_p50"] = figures["query_ms_100000_d128_p50"]
     figures["query_ms_p99"] = figures["query_ms_100000_d128_p99"]

@@ -47,31 +47,30 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from numpy.typing import NDArray  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from PIL import Image
 
-from neurocast.models.brain_module import small_config  # noqa: E402
-from neurocast.models.embed_images import (  # noqa: E402
+from neurocast.models.brain_module import small_config
+from neurocast.models.embed_images import (
     ImageEmbedder,
     ImageItem,
     find_images,
     fit_pca,
     skimage_images,
 )
-from neurocast.models.gallery import l2_normalize, to_rgb_image  # noqa: E402
-from neurocast.models.retrieval import (  # noqa: E402
-    EpochSet,
+from neurocast.models.gallery import l2_normalize, to_rgb_image
+from neurocast.models.retrieval import (
     RetrievalTrainConfig,
     RidgeRetrieval,
     WindowGeometry,
@@ -86,7 +85,7 @@ from neurocast.models.retrieval import (  # noqa: E402
     split_by_image,
     top_k_accuracy,
 )
-from neurocast.streaming.simulate import Simulator  # noqa: E402
+from neurocast.streaming.simulate import Simulator
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -111,10 +110,11 @@ class Setup:
     full_epochs: int
     window_epochs: int
     window_steps: int
+    ridge_windows: int
 
 
-FULL = Setup(True, 10, 110, 400, (10, 100, 1000), 1, 40, 30, 120)
-QUICK = Setup(False, 2, 55, 60, (10, 100), 2, 6, 5, 30)
+FULL = Setup(True, 10, 110, 400, (10, 100, 1000), 1, 40, 30, 120, 3000)
+QUICK = Setup(False, 2, 55, 60, (10, 100), 2, 6, 5, 30, 1200)
 
 
 # --------------------------------------------------------------------------- images
@@ -182,7 +182,7 @@ def image_features(setup: Setup, seed: int) -> dict[str, Any]:
         "base_source": np.array([b.label for b in bases]),
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, **out)
+    np.savez(cache, **out)  # type: ignore[arg-type]
     return out
 
 
@@ -282,9 +282,13 @@ def evaluate_level(
     sampler = WindowSampler(epochs, spec, geo)
     rng = np.random.default_rng(seed)
     pairs = np.array([(i, e) for i in train for e in ends])
-    pairs = pairs[rng.permutation(len(pairs))[:20000]]
+    # fewer windows than features keeps RidgeCV's leave-one-out on the Gram matrix (fast)
+    pairs = pairs[rng.permutation(len(pairs))[: setup.ridge_windows]]
+    t0 = time.perf_counter()
     x = sampler.windows(pairs[:, 0], pairs[:, 1])[:, :, geo.n_context :]
     ridge = RidgeRetrieval().fit(x, emb[epochs.image_rows[pairs[:, 0]]])
+    logger.info("100 ms ridge fitted in %.0f s", time.perf_counter() - t0)
+    t0 = time.perf_counter()
     module = make_brain_module(sim.info, geo, emb.shape[1], small_config())
     fit_brain_module(
         module,
@@ -302,12 +306,17 @@ def evaluate_level(
             seed=seed,
         ),
     )
+    logger.info("100 ms brain module trained in %.0f s", time.perf_counter() - t0)
     g = 100 if 100 in setup.gallery_sizes else max(setup.gallery_sizes)
     ours_curve, ridge_curve = [], []
     for e in ends:
         xt = sampler.windows(test, e)
-        r_ours = retrieval_ranks(predict_embeddings(module, xt, None, geo.n_context), true, emb, pool, g, seed=e)
-        r_ridge = retrieval_ranks(ridge.predict(xt[:, :, geo.n_context :]), true, emb, pool, g, seed=e)
+        r_ours = retrieval_ranks(
+            predict_embeddings(module, xt, None, geo.n_context), true, emb, pool, g, seed=e
+        )
+        r_ridge = retrieval_ranks(
+            ridge.predict(xt[:, :, geo.n_context :]), true, emb, pool, g, seed=e
+        )
         ours_curve.append(top_k_accuracy(r_ours, 5))
         ridge_curve.append(top_k_accuracy(r_ridge, 5))
     # window centre in stimulus time, corrected for the resampler's delay
@@ -371,7 +380,10 @@ def main() -> None:
     is_test = np.r_[np.zeros(len(train_trials), bool), np.ones(len(test_rows), bool)][order]
     logger.info(
         "%d images (%d training, %d held out), %d trials",
-        len(emb), len(train_rows), len(pool), len(trial_rows),
+        len(emb),
+        len(train_rows),
+        len(pool),
+        len(trial_rows),
     )
     t0 = time.perf_counter()
     sim, noisy, clean = simulate(emb, trial_rows, args.seed)

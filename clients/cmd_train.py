@@ -21,7 +21,7 @@ from .cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 logger = logging.getLogger(__name__)
 
 # further ``train`` subcommands, each from its own module neurocast.clients.train_<name>
-TRAIN_COMMANDS: list[str] = ["translator", "align"]
+TRAIN_COMMANDS: list[str] = ["translator", "align", "retrieval"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

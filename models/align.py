@@ -86,7 +86,7 @@ from .retrieval import (
     top_k_accuracy,
 )
 from .train import set_seed
-from .translation import torch_threads
+from .translation import finite_figures, torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -744,7 +744,8 @@ def export_encoder(
     stream_sfreq : float
         Rate of the training streams in Hz (streams at other rates are resampled).
     metrics : dict | None
-        Measured figures to store.
+        Measured figures to store (non-finite ones, e.g. a conversion ratio not reported,
+        are left out).
     metrics_note : str
         How they were measured.
     seed : int | None
@@ -793,7 +794,9 @@ def export_encoder(
             git_commit=git_commit(),
         ),
         simulated_training_data=True,
-        metrics=Metrics(values={**(metrics or {}), "export_max_abs_diff": diff}, note=metrics_note),
+        metrics=Metrics(
+            values={**finite_figures(metrics), "export_max_abs_diff": diff}, note=metrics_note
+        ),
         description=(
             f"{modality.upper()} encoder of an aligned EEG-MEG-image space (CLIP-style "
             "contrastive training, Ferrante et al. 2024): unit-norm representation of the "

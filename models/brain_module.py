@@ -235,6 +235,8 @@ class FourierEmbedding(nn.Module):
         that opposite edges of the layout do not alias.
     """
 
+    freqs: torch.Tensor
+
     def __init__(self, n_freqs: int, margin: float = 0.2) -> None:
         super().__init__()
         self.n_freqs = n_freqs
@@ -269,6 +271,8 @@ class SpatialAttention(nn.Module):
     dropout_radius : float
         Radius of the disc of sensors removed at a random place per training batch.
     """
+
+    positions: torch.Tensor
 
     def __init__(
         self, positions: NDArray[np.floating], n_out: int, n_freqs: int, dropout_radius: float

@@ -105,7 +105,9 @@ class ImageEmbedder:
         img = to_rgb_image(image)
         w, h = img.size
         s = RESIZE_PX / min(w, h)
-        img = img.resize((max(INPUT_PX, round(w * s)), max(INPUT_PX, round(h * s))), Image.BICUBIC)
+        img = img.resize(
+            (max(INPUT_PX, round(w * s)), max(INPUT_PX, round(h * s))), Image.Resampling.BICUBIC
+        )
         w, h = img.size
         left, top = (w - INPUT_PX) // 2, (h - INPUT_PX) // 2
         img = img.crop((left, top, left + INPUT_PX, top + INPUT_PX))
@@ -172,11 +174,30 @@ def skimage_images() -> list[ImageItem]:
     """
     import skimage.data as data
 
-    names = (
-        "astronaut brick camera checkerboard chelsea clock coffee coins colorwheel grass "
-        "gravel horse hubble_deep_field immunohistochemistry logo microaneurysms moon page "
-        "retina rocket text cell"
-    ).split()
+    names = [
+        "astronaut",
+        "brick",
+        "camera",
+        "checkerboard",
+        "chelsea",
+        "clock",
+        "coffee",
+        "coins",
+        "colorwheel",
+        "grass",
+        "gravel",
+        "horse",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "logo",
+        "microaneurysms",
+        "moon",
+        "page",
+        "retina",
+        "rocket",
+        "text",
+        "cell",
+    ]
     items = []
     for name in names:
         loader = getattr(data, name, None)
@@ -292,11 +313,10 @@ def build_gallery(
         projection = like.projection
     elif dim is not None:
         projection = fit_pca(features, dim)
+    embeddings: NDArray[np.floating] = features
     if projection is not None:
         mean, comps = projection
         embeddings = (features - mean) @ comps.T
-    else:
-        embeddings = features
     meta = {
         "embedding": embedder.describe(),
         "projection": (

@@ -21,6 +21,7 @@ This module is on the serving path: it needs numpy and Pillow, never torch.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -229,6 +230,9 @@ class Gallery:
     def __len__(self) -> int:
         return self.n_images
 
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._index
+
     def __repr__(self) -> str:
         return f"<Gallery {self.name!r}: {self.n_images} images, dim {self.dim}>"
 
@@ -340,7 +344,7 @@ class Gallery:
         features : array, shape (n, n_features)
             Outputs of the gallery's image model (see ``meta["embedding"]``).
         """
-        f = np.asarray(features, dtype=np.float32)
+        f: NDArray[np.floating] = np.asarray(features, dtype=np.float32)
         if self.projection is not None:
             mean, comps = self.projection
             if f.shape[-1] != mean.shape[0]:
@@ -369,7 +373,13 @@ class Gallery:
     # ------------------------------------------------------------------ storage
 
     def save(self, path: str | Path) -> Path:
-        """Write the gallery to one ``.npz`` file (no pickled objects); returns its path."""
+        """Write the gallery to one ``.npz`` file (no pickled objects); returns its path.
+
+        The file holds the arrays ``embeddings`` and ``ids`` (so the simulator reads it as an
+        image set, :func:`neurocast.streaming.simulate.load_image_set`), ``labels``, the
+        thumbnails (``thumbnail_bytes``, ``thumbnail_offsets``), the projection if any, and
+        ``meta`` (JSON).
+        """
         path = Path(path)
         if path.suffix != GALLERY_SUFFIX:
             path = path.with_name(path.name + GALLERY_SUFFIX)
@@ -384,7 +394,7 @@ class Gallery:
         }
         arrays: dict[str, NDArray[Any]] = {
             "meta": np.array(json.dumps(meta)),
-            "image_ids": np.array(self.image_ids, dtype=str),
+            "ids": np.array(self.image_ids, dtype=str),
             "labels": np.array(self.labels, dtype=str),
             "embeddings": self.embeddings,
         }
@@ -395,7 +405,7 @@ class Gallery:
         if self.projection is not None:
             arrays["projection_mean"], arrays["projection_components"] = self.projection
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
         tmp.replace(path)
         return path
 
@@ -420,7 +430,7 @@ class Gallery:
                 data = {k: z[k] for k in z.files}
         except (ValueError, OSError) as exc:
             raise GalleryError(f"{path} is not a gallery file (.npz): {exc}") from exc
-        missing = {"meta", "image_ids", "labels", "embeddings"} - data.keys()
+        missing = {"meta", "ids", "labels", "embeddings"} - data.keys()
         if missing:
             raise GalleryError(f"{path} is not a gallery file: it lacks {sorted(missing)}.")
         meta = json.loads(str(data["meta"]))
@@ -433,7 +443,7 @@ class Gallery:
         if "thumbnail_offsets" in data:
             blob = data["thumbnail_bytes"].tobytes()
             off = data["thumbnail_offsets"].tolist()
-            thumbs = [blob[a:b] for a, b in zip(off[:-1], off[1:], strict=True)]
+            thumbs = [blob[a:b] for a, b in itertools.pairwise(off)]
         projection = None
         if "projection_mean" in data:
             projection = (data["projection_mean"], data["projection_components"])
@@ -442,7 +452,7 @@ class Gallery:
         for key in ("format", "n_images", "dim"):
             meta.pop(key, None)
         return cls(
-            data["image_ids"].tolist(),
+            data["ids"].tolist(),
             data["labels"].tolist(),
             data["embeddings"],
             thumbs,

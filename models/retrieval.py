@@ -32,6 +32,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import mne
 import numpy as np
@@ -50,7 +51,24 @@ from neurocast.streaming.preprocess import (
 )
 from neurocast.streaming.source import StreamInfo
 
-from .brain_module import BrainModule, BrainModuleConfig, CombinedLoss, sensor_positions_2d
+from .artifact import (
+    Artifact,
+    ArtifactMetadata,
+    InputSpec,
+    Metrics,
+    OutputSpec,
+    Provenance,
+    save_artifact,
+)
+from .brain_module import (
+    BrainModule,
+    BrainModuleConfig,
+    CombinedLoss,
+    RetrievalHead,
+    sensor_positions_2d,
+)
+from .export import DEFAULT_ATOL, check_onnx, export_onnx
+from .gallery import Gallery
 from .train import set_seed
 
 logger = logging.getLogger(__name__)
@@ -671,7 +689,8 @@ class RidgeRetrieval:
 
     def fit(self, x: ArrayLike, y: ArrayLike) -> RidgeRetrieval:
         """Fit on windows ``x`` (n, n_channels, n_times) and embeddings ``y`` (n, dim)."""
-        xf = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+        arr = np.asarray(x, dtype=np.float32)
+        xf = arr.reshape(arr.shape[0], -1)
         self.pipeline = make_pipeline(StandardScaler(), RidgeCV(alphas=self.alphas))
         self.pipeline.fit(xf, np.asarray(y, dtype=np.float32))
         return self
@@ -687,7 +706,8 @@ class RidgeRetrieval:
         """Predicted embeddings (n, dim) of windows (n, n_channels, n_times)."""
         if self.pipeline is None:
             raise RuntimeError("Fit the ridge decoder before predicting.")
-        xf = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+        arr = np.asarray(x, dtype=np.float32)
+        xf = arr.reshape(arr.shape[0], -1)
         return np.asarray(self.pipeline.predict(xf), dtype=np.float32)
 
 
@@ -750,3 +770,290 @@ def retrieval_ranks(
 def top_k_accuracy(ranks: ArrayLike, k: int) -> float:
     """Fraction of ranks below ``k``."""
     return float(np.mean(np.asarray(ranks) < k))
+
+
+# --------------------------------------------------------------------------- export
+
+EXPORT_INPUT = "window"
+EXPORT_OUTPUT = "embedding"
+
+
+def export_retrieval(
+    module: BrainModule,
+    path: str | Path,
+    *,
+    gallery: Gallery,
+    info: mne.Info,
+    spec: PreprocessSpec,
+    geometry: WindowGeometry,
+    check_inputs: NDArray[np.float32],
+    name: str,
+    version: str,
+    provenance: Provenance,
+    metrics: dict[str, float],
+    metrics_note: str,
+    simulated_training_data: bool,
+    stride_s: float = 0.025,
+    subject: int = 0,
+    description: str = "",
+    atol: float = DEFAULT_ATOL,
+) -> Artifact:
+    """Export a trained brain module as a retrieval artifact, checked against torch.
+
+    The graph maps one finalised input (channels × (context + window) samples at the model
+    rate) to the L2-normalised CLIP-head embedding; the artifact names its gallery, which the
+    runtime searches for the top-k images of every window (:class:`OnnxWindowModel`).
+
+    Parameters
+    ----------
+    module : BrainModule
+        The trained module.
+    path : path-like
+        The ``.onnx`` file to write.
+    gallery : Gallery
+        The gallery whose space the module was trained in (its name is stored; keep the
+        gallery file ``<name>.npz`` beside the artifact for the server to find it).
+    info : mne.Info
+        The recording's info (channel types of the model's channels).
+    spec : PreprocessSpec
+        The full preprocessing (with robust scaling) the module was trained with.
+    geometry : WindowGeometry
+        Context and window lengths.
+    check_inputs : array, shape (n_windows, n_channels, n_context + n_window)
+        Real finalised windows (held-out data) on which ONNX and torch must agree.
+    name, version : str
+        Model name and version.
+    provenance : Provenance
+        Training data, split, seed and commit.
+    metrics : dict of str to float
+        Measured quality; ``export_max_abs_diff`` is added.
+    metrics_note : str
+        How the metrics were measured.
+    simulated_training_data : bool
+        True when trained on simulated data.
+    stride_s : float
+        Stride of the windows the module was evaluated on, in seconds.
+    subject : int
+        Whose per-subject layer to export.
+    description : str
+        Free text.
+    atol : float
+        Tolerance of the ONNX-versus-torch check.
+
+    Raises
+    ------
+    ExportCheckError
+        If ONNX and torch disagree by more than ``atol`` (nothing is written then).
+    ValueError
+        If the module and the gallery disagree on the embedding size.
+    """
+    if module.out_dim != gallery.dim:
+        raise ValueError(
+            f"The module outputs {module.out_dim} values but gallery {gallery.name!r} has "
+            f"{gallery.dim}-dimensional embeddings; train against this gallery."
+        )
+    picks = list(spec.picks or info["ch_names"])
+    types = dict(zip(info["ch_names"], info.get_channel_types(), strict=True))
+    head = RetrievalHead(module, subject=subject, n_context=geometry.n_context)
+    input_spec = InputSpec(
+        ch_names=picks,
+        ch_types=[types[c] for c in picks],
+        sfreq_hz=float(info["sfreq"]),
+        window_s=geometry.n_window / geometry.sfreq,
+        context_s=geometry.n_context / geometry.sfreq,
+        stride_s=stride_s,
+        preprocess=spec,
+    )
+    if tuple(check_inputs.shape[1:]) != input_spec.shape:
+        raise ValueError(
+            f"check_inputs have shape {check_inputs.shape[1:]} per window, the model reads "
+            f"{input_spec.shape}."
+        )
+    example = torch.from_numpy(np.ascontiguousarray(check_inputs[:2], dtype=np.float32))
+    proto = export_onnx(head, example, input_name=EXPORT_INPUT, output_name=EXPORT_OUTPUT)
+    diff = check_onnx(proto, head, check_inputs, atol=atol)
+    logger.info("ONNX matches torch on %d windows (max abs diff %.2e)", len(check_inputs), diff)
+    meta = ArtifactMetadata(
+        name=name,
+        version=version,
+        task="retrieval",
+        input=input_spec,
+        output=OutputSpec(
+            tensor=EXPORT_OUTPUT,
+            embedding_size=gallery.dim,
+            gallery=gallery.name,
+            sfreq_hz=None,
+        ),
+        provenance=provenance,
+        simulated_training_data=simulated_training_data,
+        metrics=Metrics(values={**metrics, "export_max_abs_diff": diff}, note=metrics_note),
+        content_sha256=None,
+        description=description
+        or (
+            f"Brain module (Défossez et al. 2023; Benchetrit et al. 2024), "
+            f"{module.n_parameters()} parameters, {module.config.to_dict()}: "
+            f"{1e3 * input_spec.window_s:.0f} ms windows to embeddings of gallery "
+            f"{gallery.name!r}."
+        ),
+    )
+    return save_artifact(proto, meta, path)
+
+
+# --------------------------------------------------------------------------- one training run
+
+
+@dataclass
+class RetrievalFit:
+    """A trained brain module with its preprocessing and held-out figures.
+
+    Attributes
+    ----------
+    module : BrainModule
+        The trained module (eval mode).
+    spec : PreprocessSpec
+        Its full preprocessing (robust scaling fitted on training windows).
+    geometry : WindowGeometry
+        Context and window lengths.
+    ends : list of int
+        Window ends it was trained on (indices into the epochs' samples).
+    metrics : dict of str to float
+        Held-out figures (brain module and ridge at the same windows).
+    check_inputs : ndarray
+        Held-out finalised windows, for the export check.
+    train_result : RetrievalTrainResult
+        Training history.
+    """
+
+    module: BrainModule
+    spec: PreprocessSpec
+    geometry: WindowGeometry
+    ends: list[int]
+    metrics: dict[str, float]
+    check_inputs: NDArray[np.float32]
+    train_result: RetrievalTrainResult
+
+
+def fit_retrieval(
+    epochs: EpochSet,
+    info: mne.Info,
+    spec: PreprocessSpec,
+    targets: ArrayLike,
+    test: NDArray[np.bool_],
+    *,
+    window_s: float,
+    context_s: float,
+    end_range_s: tuple[float, float],
+    stride_s: float = 0.025,
+    config: BrainModuleConfig | None = None,
+    train_config: RetrievalTrainConfig | None = None,
+    ridge: bool = True,
+    max_distractors: int = 100,
+) -> RetrievalFit:
+    """Train a brain module on the training epochs and measure it on the test epochs.
+
+    Parameters
+    ----------
+    epochs : EpochSet
+        Continuously preprocessed epochs (:func:`preprocess_epochs` or
+        :func:`epochs_from_recording`) with ``spec``'s continuous steps.
+    info : mne.Info
+        Info of the recording's channels (positions for the spatial attention), restricted
+        to or containing ``epochs.ch_names``.
+    spec : PreprocessSpec
+        Preprocessing without robust scaling (:func:`retrieval_spec`).
+    targets : array, shape (n_images, dim)
+        Embedding of every image ``epochs.image_rows`` refers to (the gallery's).
+    test : array of bool, shape (n_epochs,)
+        Held-out epochs (their images should not be shown in training epochs).
+    window_s, context_s : float
+        Model window and the baseline span before it, in seconds.
+    end_range_s : tuple of float
+        First and last window end (time of the last sample, s after onset) trained on;
+        windows end every ``stride_s`` in between.
+    stride_s : float
+        Step between window ends in seconds.
+    config : BrainModuleConfig | None
+        Architecture (the paper's when None).
+    train_config : RetrievalTrainConfig | None
+        Training hyper-parameters.
+    ridge : bool
+        Also fit the ridge baseline on the same windows and report it.
+    max_distractors : int
+        Retrieval is measured among the held-out images: each test window's image against up
+        to this many other held-out images.
+    """
+    tc = train_config or RetrievalTrainConfig()
+    emb = np.asarray(targets, dtype=np.float32)
+    test = np.asarray(test, dtype=bool)
+    train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
+    if not len(test_idx) or not len(train_idx):
+        raise ValueError("Both training and held-out epochs are needed.")
+    geometry = WindowGeometry.from_seconds(window_s, context_s, epochs.sfreq)
+    probe = WindowSampler(epochs, spec, geometry)
+    first, last = (probe.end_index(t) for t in end_range_s)
+    stride = max(1, round(stride_s * epochs.sfreq))
+    ends = list(range(first, last + 1, stride))
+    full_spec = fit_robust_windows(epochs.subset(train_idx), spec, geometry, ends, seed=tc.seed)
+    sampler = WindowSampler(epochs, full_spec, geometry)
+    fit_idx, val_idx = split_by_image(epochs.image_rows[train_idx], tc.val_fraction, tc.seed)
+    picks = [info["ch_names"].index(c) for c in epochs.ch_names]
+    module = make_brain_module(
+        mne.pick_info(info, picks), geometry, emb.shape[1], config or BrainModuleConfig()
+    )
+    result = fit_brain_module(
+        module, sampler, train_idx[fit_idx], train_idx[val_idx], ends, emb, tc
+    )
+    pool = np.unique(epochs.image_rows[test_idx])
+    n_distractors = min(max_distractors, len(pool) - 1)
+    if n_distractors < 1:
+        raise ValueError("Measuring retrieval needs at least two distinct held-out images.")
+    rridge = None
+    if ridge:
+        rng = np.random.default_rng(tc.seed)
+        pairs = np.array([(i, e) for i in train_idx for e in ends])
+        n_features = len(epochs.ch_names) * geometry.n_window
+        # fewer windows than features keeps RidgeCV's leave-one-out on the Gram matrix
+        pairs = pairs[rng.permutation(len(pairs))[: max(2, min(len(pairs), n_features))]]
+        x = sampler.windows(pairs[:, 0], pairs[:, 1])[:, :, geometry.n_context :]
+        rridge = RidgeRetrieval().fit(x, emb[epochs.image_rows[pairs[:, 0]]])
+    true = epochs.image_rows[test_idx]
+    curves: dict[str, list[float]] = {"ours_top1": [], "ours_top5": [], "ridge_top5": []}
+    for e in ends:
+        xt = sampler.windows(test_idx, e)
+        ranks = retrieval_ranks(
+            predict_embeddings(module, xt, epochs.subjects[test_idx], geometry.n_context),
+            true,
+            emb,
+            pool,
+            n_distractors,
+            seed=e,
+        )
+        curves["ours_top1"].append(top_k_accuracy(ranks, 1))
+        curves["ours_top5"].append(top_k_accuracy(ranks, 5))
+        if rridge is not None:
+            ranks = retrieval_ranks(
+                rridge.predict(xt[:, :, geometry.n_context :]),
+                true,
+                emb,
+                pool,
+                n_distractors,
+                seed=e,
+            )
+            curves["ridge_top5"].append(top_k_accuracy(ranks, 5))
+    metrics = {
+        "test_top1_mean": float(np.mean(curves["ours_top1"])),
+        "test_top5_mean": float(np.mean(curves["ours_top5"])),
+        "test_top5_peak": float(np.max(curves["ours_top5"])),
+        "test_top5_peak_end_s": float(
+            sampler.end_times([ends[int(np.argmax(curves["ours_top5"]))]])[0]
+        ),
+        "test_gallery_size": float(n_distractors + 1),
+        "test_chance_top5": min(1.0, 5 / (n_distractors + 1)),
+        "n_parameters": float(module.n_parameters()),
+        "best_epoch": float(result.best_epoch),
+    }
+    if rridge is not None:
+        metrics["ridge_test_top5_mean"] = float(np.mean(curves["ridge_top5"]))
+        metrics["ridge_test_top5_peak"] = float(np.max(curves["ridge_top5"]))
+    check = sampler.windows(test_idx[:32], ends[len(ends) // 2])
+    return RetrievalFit(module, full_spec, geometry, ends, metrics, check, result)

@@ -1107,6 +1107,11 @@ def check_windows(
     return np.stack([x[:, a : a + t] for a in starts])
 
 
+def finite_figures(values: dict[str, float] | None) -> dict[str, float]:
+    """The figures that artifact metadata can hold: non-finite ones (not measured) left out."""
+    return {k: float(v) for k, v in (values or {}).items() if np.isfinite(v)}
+
+
 def export_translator(
     model: TranslationModel,
     path: str | Path,
@@ -1143,7 +1148,7 @@ def export_translator(
     stream_sfreq : float
         Rate of the training streams in Hz (streams at other rates are resampled).
     metrics : dict | None
-        Measured figures to store.
+        Measured figures to store (non-finite ones are left out).
     metrics_note : str
         How they were measured.
     seed : int | None
@@ -1202,7 +1207,9 @@ def export_translator(
             git_commit=git_commit(),
         ),
         simulated_training_data=True,
-        metrics=Metrics(values={**(metrics or {}), "export_max_abs_diff": diff}, note=metrics_note),
+        metrics=Metrics(
+            values={**finite_figures(metrics), "export_max_abs_diff": diff}, note=metrics_note
+        ),
         description=(
             ("U-Net with Bi-LSTM bottleneck" if which == "net" else "Ridge regression")
             + f" translating {len(model.eeg_names)} EEG channels into {len(model.meg_names)} MEG "

@@ -10,6 +10,7 @@ import torch
 
 from neurocast.clients.cli import EXIT_OK, EXIT_USAGE, main
 from neurocast.models.align import (
+    MIN_CEILING_2WAY,
     AlignedEpochs,
     AlignedModel,
     AlignTrainConfig,
@@ -137,12 +138,15 @@ def test_evaluation_reports_every_figure(tiny: tuple) -> None:
         for key in ("decode_2way", "decode_top5", "decode_top1", "encode_2way"):
             assert 0.0 <= figures[f"{key}_{m}"] <= 1.0
     assert figures["decode_top5_eeg"] == 1.0  # only 4 candidates
-    for key in (
-        "conversion_2way_norm_eeg_to_meg",
-        "ceiling_2way_meg",
-        "conversion_2way_eeg_to_meg",
-    ):
-        assert np.isfinite(figures[key])
+    for src, dst in (("eeg", "meg"), ("meg", "eeg")):
+        raw = figures[f"conversion_2way_{src}_to_{dst}"]
+        ceiling = figures[f"ceiling_2way_{dst}"]
+        norm = figures[f"conversion_2way_norm_{src}_to_{dst}"]
+        assert 0.0 <= raw <= 1.0 and 0.0 <= ceiling <= 1.0
+        if ceiling >= MIN_CEILING_2WAY:
+            assert norm == pytest.approx(raw / ceiling)
+        else:  # a target that does not identify its own images normalises nothing
+            assert np.isnan(norm)
     assert figures["n_test_images"] == 4
 
 
