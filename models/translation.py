@@ -564,15 +564,26 @@ class RidgeTranslator:
         ``x_val`` and ``y_val`` (validation EEG and MEG) choose the regularisation; they are
         required when more than one candidate is given.
         """
-        xd = self._design(x, "x")
-        yd = np.asarray(y, dtype=np.float64)
-        if yd.ndim != 2 or yd.shape[1] != xd.shape[1]:
+        xa = np.asarray(x)
+        ya = np.asarray(y)
+        if xa.ndim != 2 or xa.shape[0] < 2:
+            raise ValueError(f"x must be (n_eeg >= 2, n_samples), got shape {xa.shape}.")
+        if ya.ndim != 2 or ya.shape[1] != xa.shape[1]:
             raise ValueError(
-                f"y must be (n_meg, {xd.shape[1]}) like x's samples, got shape {yd.shape}."
+                f"y must be (n_meg, {xa.shape[1]}) like x's samples, got shape {ya.shape}."
             )
-        mx, my = xd.mean(axis=1, keepdims=True), yd.mean(axis=1, keepdims=True)
-        xc, yc = xd - mx, yd - my
-        gram, cross = xc @ xc.T, yc @ xc.T  # (n_eeg, n_eeg), (n_meg, n_eeg)
+        # means, then cross-products accumulated over blocks: float64 sums without a float64
+        # copy of the (large) MEG array
+        mx = xa.mean(axis=1, dtype=np.float64)[:, None]
+        mx -= mx.mean()  # the time mean of the average-referenced EEG
+        my = ya.mean(axis=1, dtype=np.float64)[:, None]
+        gram = np.zeros((xa.shape[0], xa.shape[0]))
+        cross = np.zeros((ya.shape[0], xa.shape[0]))
+        for a in range(0, xa.shape[1], 8192):
+            xb = self._design(xa[:, a : a + 8192], "x") - mx
+            yb = ya[:, a : a + 8192].astype(np.float64) - my
+            gram += xb @ xb.T
+            cross += yb @ xb.T
         unit = np.trace(gram) / len(gram)
         evals, evecs = np.linalg.eigh(gram)
         proj = cross @ evecs  # solutions for every alpha share the eigenbasis
@@ -590,9 +601,9 @@ class RidgeTranslator:
         else:
             xv = self._design(x_val, "x_val")
             yv = np.asarray(y_val, dtype=np.float64)
-            if yv.shape != (yd.shape[0], xv.shape[1]):
+            if yv.shape != (ya.shape[0], xv.shape[1]):
                 raise ValueError(
-                    f"y_val must be ({yd.shape[0]}, {xv.shape[1]}), got shape {yv.shape}."
+                    f"y_val must be ({ya.shape[0]}, {xv.shape[1]}), got shape {yv.shape}."
                 )
             for alpha in self.alphas:
                 w, b = solve(alpha)
@@ -656,7 +667,8 @@ class TranslatorTrainConfig:
     n_val_windows : int
         Fixed validation windows (from the validation segments).
     max_ridge_samples : int
-        At most this many samples (drawn from the training windows) fit the ridge baseline.
+        At most this many samples (drawn from the training windows, and no more windows'
+        worth than the training data hold) fit the ridge baseline.
     init_from_ridge : bool
         Start the network's linear path at the ridge solution.
     n_threads : int
@@ -708,6 +720,11 @@ class WindowDraw:
         self._lengths = np.array([x.shape[1] - n_times + 1 for x in self.inputs])
         if (self._lengths < 1).any():
             raise ValueError(f"Every segment must hold at least one window of {n_times} samples.")
+
+    @property
+    def n_samples(self) -> int:
+        """Samples in all segments."""
+        return int(sum(x.shape[1] for x in self.inputs))
 
     def starts(self, n: int, rng: np.random.Generator) -> NDArray[np.int64]:
         """``n`` random (segment, start) pairs, segments weighted by their windows."""
@@ -849,7 +866,7 @@ def _fit(
 
     # the ridge sees the samples of training windows drawn the same way; the validation
     # subjects choose its regularisation
-    n_fit = max(1, tc.max_ridge_samples // window.n_times)
+    n_fit = max(1, min(tc.max_ridge_samples, draw.n_samples) // window.n_times)
     rx, ry = draw.batch(draw.starts(n_fit, rng))
     ridge = RidgeTranslator().fit(
         np.concatenate(list(rx), axis=1),
