@@ -29,16 +29,11 @@ Usage: ``python bench/ingest.py [--quick]``; the last stdout line is a JSON obje
 
 from __future__ import annotations
 
-import atexit
 import json
 import multiprocessing as mp
-import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import _common
@@ -52,13 +47,10 @@ WARMUP_S = 0.3  # latencies of each run's first moments (connection set-up) are 
 
 
 def _lsl_config() -> None:
-    from neurocast.streaming.lsl import write_loopback_config
+    from neurocast.streaming.lsl import use_loopback_config
 
     # loopback discovery, and a session id of our own so concurrent LSL users do not interfere
-    folder = tempfile.mkdtemp(prefix="nc-bench-")
-    atexit.register(shutil.rmtree, folder, True)
-    path = Path(folder) / "lsl_api.cfg"
-    os.environ["LSLAPICFG"] = str(write_loopback_config(path, f"nc-bench-{uuid.uuid4().hex}"))
+    use_loopback_config(f"nc-bench-{uuid.uuid4().hex}")
 
 
 def _pace(

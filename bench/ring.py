@@ -23,13 +23,10 @@ Usage: ``python bench/ring.py [--quick]``; the last stdout line is a JSON object
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
-import tempfile
 import threading
 import time
 import uuid
 import warnings
-from pathlib import Path
 from typing import Any
 
 import _common
@@ -159,12 +156,11 @@ def main() -> None:
     rounds, seconds = (2, 6.0) if args.quick else (5, 20.0)
     n_reads = int(seconds / PERIOD_S)
 
-    from neurocast.streaming.lsl import write_loopback_config
+    from neurocast.streaming.lsl import use_loopback_config
 
     session = f"nc-bench-ring-{uuid.uuid4().hex}"
-    cfg = Path(tempfile.mkdtemp(prefix="nc-bench-")) / "lsl_api.cfg"
     # loopback only, and a session of our own so concurrent LSL users do not interfere
-    os.environ["LSLAPICFG"] = str(write_loopback_config(cfg, session))
+    use_loopback_config(session)
 
     data, label = _signal(10.0)
     name, source_id = f"nc-ring-{uuid.uuid4().hex[:8]}", session

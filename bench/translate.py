@@ -61,22 +61,27 @@ from neurocast.models.mutual_info import eeg_meg_mutual_info
 from neurocast.models.runtime import OnnxWindowModel
 from neurocast.models.translation import (
     RidgeTranslator,
-    SimultaneousSegment,
     TranslationModel,
-    TranslationScores,
-    TranslationWindow,
     TranslatorTrainConfig,
-    evaluate_segment,
     export_translator,
     fit_translator,
+)
+from neurocast.models.translation_data import (
+    SimultaneousSegment,
+    TranslationWindow,
     meg_projectors,
     recording_segment,
-    score_translation,
     simulate_segments,
     simulator_spec,
 )
+from neurocast.models.translation_scoring import (
+    TranslationScores,
+    evaluate_segment,
+    score_translation,
+)
 from neurocast.models.translator import TranslatorConfig
 from neurocast.streaming.pipeline import decode_array
+from neurocast.streaming.readers import read_recording
 from neurocast.streaming.simulate import Simulator
 
 STREAM_SFREQ = 1000.0
@@ -145,6 +150,7 @@ def window_costs(runtime: OnnxWindowModel, sim: Simulator, seconds: float) -> np
 
 
 def mutual_information(raw: mne.io.BaseRaw, setup: Setup) -> dict[str, float]:
+    """Summary of EEG-MEG mutual information against distance (random pairs, bits)."""
     res = eeg_meg_mutual_info(raw, n_pairs=setup.mi_pairs, lag_step_ms=setup.mi_lag_step_ms)
     return res.summary()
 
@@ -244,8 +250,6 @@ def main() -> None:
     figures["windows_timed"] = int(sum(len(r) for r in runs["net"]))
 
     _common.log("mutual information")
-    from neurocast.streaming.readers import read_recording
-
     for key, name in REAL_FILES.items():
         path = _common.shared_data("meg_eeg", name)
         if path is None:

@@ -17,16 +17,18 @@ Stream messages are the pydantic models of :mod:`neurocast.server.schemas` (``Re
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import Any, Generic, Self, TypeAlias, TypeVar
 
 import httpx
 import websockets
@@ -36,6 +38,7 @@ from pydantic import TypeAdapter
 from ..server.frames import SignalFrame, decode_signal_frame
 from ..server.schemas import (
     ALL_OUTPUTS,
+    FINISHED_JOB_STATES,
     DroppedMessage,
     ErrorMessage,
     EventsMessage,
@@ -68,8 +71,9 @@ Message: TypeAlias = (
 )
 _MESSAGE: TypeAdapter[Message] = TypeAdapter(ServerMessage)
 _MAX_MESSAGE_BYTES = 64 * 1024**2
-_FINISHED = ("done", "failed", "cancelled")
 LONG_POLL_S = 10.0  # the server answers within this (at most 60 s), or as soon as a job ends
+_T = TypeVar("_T")
+_H = TypeVar("_H", httpx.Client, httpx.AsyncClient)
 
 
 class NeurocastError(RuntimeError):
@@ -109,30 +113,96 @@ def _check(response: httpx.Response) -> httpx.Response:
     raise NeurocastError(response.status_code, str(code), detail)
 
 
-def _session_body(
+@dataclass(frozen=True)
+class _Call(Generic[_T]):
+    """One REST call: the request both clients send and how its answer is read."""
+
+    method: str
+    path: str
+    parse: Callable[[bytes], _T]
+    params: dict[str, Any] | None = None
+    json: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+
+    def request(self, http: httpx.Client | httpx.AsyncClient, files: Any = None) -> httpx.Request:
+        """The request, with the client's base URL and headers."""
+        return http.build_request(
+            self.method,
+            self.path,
+            params=self.params,
+            json=self.json,
+            data=self.data,
+            files=files,
+        )
+
+    def result(self, response: httpx.Response) -> _T:
+        """The parsed answer; raises :class:`NeurocastError` when the server refused."""
+        return self.parse(_check(response).content)
+
+
+def _as_is(content: bytes) -> bytes:
+    return content
+
+
+_HEALTH = _Call("GET", "/health", Health.model_validate_json)
+_MODELS = _Call("GET", "/v1/models", lambda b: ModelList.model_validate_json(b).models)
+_SESSIONS = _Call("GET", "/v1/sessions", lambda b: SessionList.model_validate_json(b).sessions)
+
+
+def _model_call(model_id: str) -> _Call[ModelInfo]:
+    return _Call("GET", f"/v1/models/{model_id}", ModelInfo.model_validate_json)
+
+
+def _session_call(method: str, session_id: str) -> _Call[SessionStatus]:
+    return _Call(method, f"/v1/sessions/{session_id}", SessionStatus.model_validate_json)
+
+
+def _create_session_call(
     source: SourceSpec | Mapping[str, Any], models: Sequence[str], stride_s: float, name: str | None
-) -> dict[str, Any]:
+) -> _Call[SessionStatus]:
     src = source if isinstance(source, Mapping) else source.model_dump()
     body = {"source": dict(src), "models": list(models), "stride_s": stride_s, "name": name}
-    return SessionCreate.model_validate(body).model_dump(mode="json")
+    valid = SessionCreate.model_validate(body).model_dump(mode="json")
+    return _Call("POST", "/v1/sessions", SessionStatus.model_validate_json, json=valid)
 
 
-def _subscribe_text(
-    outputs: Sequence[OutputName], decimate: int, models: Sequence[str] | None
-) -> str:
-    sub = Subscribe(outputs=list(outputs), decimate=decimate, models=models)
-    return sub.model_dump_json()
-
-
-def _decode_form(models: Sequence[str], stride_s: float, server_path: str | None) -> dict[str, Any]:
+def _submit_call(
+    models: Sequence[str], stride_s: float, server_path: str | None
+) -> _Call[JobStatus]:
     form: dict[str, Any] = {"models": list(models), "stride_s": str(stride_s)}
     if server_path is not None:
         form["path"] = server_path
-    return form
+    return _Call("POST", "/v1/decode", JobStatus.model_validate_json, data=form)
 
 
-def _wait_params(wait_s: float) -> dict[str, float]:
-    return {"wait_s": wait_s} if wait_s > 0 else {}
+def _job_call(job_id: str, wait_s: float) -> _Call[JobStatus]:
+    params = {"wait_s": wait_s} if wait_s > 0 else {}
+    return _Call("GET", f"/v1/jobs/{job_id}", JobStatus.model_validate_json, params=params)
+
+
+def _results_call(job_id: str, fmt: ResultFormat, parse: Callable[[bytes], _T]) -> _Call[_T]:
+    return _Call("GET", f"/v1/jobs/{job_id}/results", parse, params={"format": fmt})
+
+
+@contextlib.contextmanager
+def _upload(file: str | Path | None) -> Iterator[dict[str, Any] | None]:
+    """The multipart ``files`` of a decode request: the open file, or None for a server path."""
+    if file is None:
+        yield None
+        return
+    path = Path(file)
+    with path.open("rb") as fh:
+        yield {"file": (path.name, fh)}
+
+
+def _save(content: bytes, dest: str | Path) -> Path:
+    dest = Path(dest)
+    dest.write_bytes(content)
+    return dest
+
+
+def _deadline(timeout_s: float | None) -> float | None:
+    return None if timeout_s is None else time.monotonic() + timeout_s
 
 
 def _next_wait(deadline: float | None) -> float:
@@ -140,6 +210,27 @@ def _next_wait(deadline: float | None) -> float:
     if deadline is None:
         return LONG_POLL_S
     return max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
+
+
+def _finished(job: JobStatus, deadline: float | None, timeout_s: float | None) -> bool:
+    """True once the job has ended; ``TimeoutError`` when the deadline passed before that."""
+    if job.status in FINISHED_JOB_STATES:
+        return True
+    if deadline is not None and time.monotonic() >= deadline:
+        raise TimeoutError(f"Job {job.id} still {job.status} after {timeout_s} s.")
+    return False
+
+
+def _require_done(job: JobStatus) -> None:
+    if job.status != "done":
+        raise NeurocastError(422, f"job_{job.status}", job.error or f"Job {job.status}.")
+
+
+def _subscribe_text(
+    outputs: Sequence[OutputName], decimate: int, models: Sequence[str] | None
+) -> str:
+    sub = Subscribe(outputs=list(outputs), decimate=decimate, models=models)
+    return sub.model_dump_json()
 
 
 def _ws_url(base: str, session_id: str) -> str:
@@ -254,7 +345,33 @@ class Stream:
         self._ws.send(_subscribe_text(outputs, decimate, models))
 
 
-class AsyncClient:
+class _ClientBase(abc.ABC, Generic[_H]):
+    """The server URL, auth header and HTTP connection pool both clients hold."""
+
+    def __init__(
+        self, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout_s: float = 30.0
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._headers = _headers(_token(token))
+        self._http: _H = self._connect(timeout_s)
+
+    @abc.abstractmethod
+    def _connect(self, timeout_s: float) -> _H:
+        """The httpx client of this flavour (blocking or asyncio)."""
+
+    def _stream_args(
+        self,
+        session_id: str,
+        outputs: Sequence[OutputName],
+        decimate: int,
+        models: Sequence[str] | None,
+    ) -> tuple[str, dict[str, str], str]:
+        """URL, headers and first message of a session's result stream."""
+        subscribe = _subscribe_text(outputs, decimate, models)
+        return _ws_url(self.url, session_id), self._headers, subscribe
+
+
+class AsyncClient(_ClientBase[httpx.AsyncClient]):
     """asyncio client of a neurocast server.
 
     Parameters
@@ -267,12 +384,8 @@ class AsyncClient:
         Timeout of each REST call, in seconds.
     """
 
-    def __init__(
-        self, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout_s: float = 30.0
-    ) -> None:
-        self.url = url.rstrip("/")
-        self._headers = _headers(_token(token))
-        self._http = httpx.AsyncClient(base_url=self.url, headers=self._headers, timeout=timeout_s)
+    def _connect(self, timeout_s: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, headers=self._headers, timeout=timeout_s)
 
     async def __aenter__(self) -> Self:
         return self
@@ -286,19 +399,20 @@ class AsyncClient:
         """Close the HTTP connection pool."""
         await self._http.aclose()
 
+    async def _send(self, call: _Call[_T], files: Any = None) -> _T:
+        return call.result(await self._http.send(call.request(self._http, files)))
+
     async def health(self) -> Health:
         """``GET /health``."""
-        return Health.model_validate_json(_check(await self._http.get("/health")).content)
+        return await self._send(_HEALTH)
 
     async def models(self) -> list[ModelInfo]:
         """Installed models."""
-        r = _check(await self._http.get("/v1/models"))
-        return ModelList.model_validate_json(r.content).models
+        return await self._send(_MODELS)
 
     async def model(self, model_id: str) -> ModelInfo:
         """One model's metadata."""
-        r = _check(await self._http.get(f"/v1/models/{model_id}"))
-        return ModelInfo.model_validate_json(r.content)
+        return await self._send(_model_call(model_id))
 
     async def create_session(
         self,
@@ -309,24 +423,19 @@ class AsyncClient:
         name: str | None = None,
     ) -> SessionStatus:
         """Start a session; check ``status`` (``failed`` comes with ``error``)."""
-        body = _session_body(source, models, stride_s, name)
-        r = _check(await self._http.post("/v1/sessions", json=body))
-        return SessionStatus.model_validate_json(r.content)
+        return await self._send(_create_session_call(source, models, stride_s, name))
 
     async def session(self, session_id: str) -> SessionStatus:
         """A session's status."""
-        r = _check(await self._http.get(f"/v1/sessions/{session_id}"))
-        return SessionStatus.model_validate_json(r.content)
+        return await self._send(_session_call("GET", session_id))
 
     async def sessions(self) -> list[SessionStatus]:
         """Every session."""
-        r = _check(await self._http.get("/v1/sessions"))
-        return SessionList.model_validate_json(r.content).sessions
+        return await self._send(_SESSIONS)
 
     async def delete_session(self, session_id: str) -> SessionStatus:
         """Stop a session; returns its final status."""
-        r = _check(await self._http.delete(f"/v1/sessions/{session_id}"))
-        return SessionStatus.model_validate_json(r.content)
+        return await self._send(_session_call("DELETE", session_id))
 
     def stream(
         self,
@@ -337,9 +446,7 @@ class AsyncClient:
         models: Sequence[str] | None = None,
     ) -> AsyncStream:
         """A session's results: ``async with client.stream(id) as s: async for m in s``."""
-        return AsyncStream(
-            _ws_url(self.url, session_id), self._headers, _subscribe_text(outputs, decimate, models)
-        )
+        return AsyncStream(*self._stream_args(session_id, outputs, decimate, models))
 
     async def submit_decode(
         self,
@@ -350,41 +457,28 @@ class AsyncClient:
         server_path: str | None = None,
     ) -> JobStatus:
         """Start a batch job on a local file (uploaded) or a path under the server's data root."""
-        form = _decode_form(models, stride_s, server_path)
-        if file is None:
-            r = await self._http.post("/v1/decode", data=form)
-        else:
-            path = Path(file)
-            with path.open("rb") as fh:
-                r = await self._http.post("/v1/decode", data=form, files={"file": (path.name, fh)})
-        return JobStatus.model_validate_json(_check(r).content)
+        with _upload(file) as files:
+            return await self._send(_submit_call(models, stride_s, server_path), files)
 
     async def job(self, job_id: str, *, wait_s: float = 0.0) -> JobStatus:
         """A job's progress; with ``wait_s``, answered as soon as it finishes (long poll)."""
-        r = await self._http.get(f"/v1/jobs/{job_id}", params=_wait_params(wait_s))
-        return JobStatus.model_validate_json(_check(r).content)
+        return await self._send(_job_call(job_id, wait_s))
 
     async def wait_job(self, job_id: str, *, timeout_s: float | None = None) -> JobStatus:
         """Wait until a job is done, failed or cancelled (long polls, no busy polling)."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        deadline = _deadline(timeout_s)
         while True:
             job = await self.job(job_id, wait_s=_next_wait(deadline))
-            if job.status in _FINISHED:
+            if _finished(job, deadline, timeout_s):
                 return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"Job {job_id} still {job.status} after {timeout_s} s.")
 
     async def job_results(self, job_id: str) -> JobResults:
         """A finished job's results as JSON records."""
-        r = _check(await self._http.get(f"/v1/jobs/{job_id}/results", params={"format": "json"}))
-        return JobResults.model_validate_json(r.content)
+        return await self._send(_results_call(job_id, "json", JobResults.model_validate_json))
 
     async def download_results(self, job_id: str, fmt: ResultFormat, dest: str | Path) -> Path:
         """Save a finished job's results as json, npz or parquet."""
-        r = _check(await self._http.get(f"/v1/jobs/{job_id}/results", params={"format": fmt}))
-        dest = Path(dest)
-        dest.write_bytes(r.content)
-        return dest
+        return _save(await self._send(_results_call(job_id, fmt, _as_is)), dest)
 
     async def decode(
         self, file: str | Path, *, models: Sequence[str], stride_s: float = 0.025
@@ -392,30 +486,19 @@ class AsyncClient:
         """Upload a file, wait for the job and return its results."""
         job = await self.submit_decode(file, models=models, stride_s=stride_s)
         job = await self.wait_job(job.id)
-        if job.status != "done":
-            raise NeurocastError(422, f"job_{job.status}", job.error or f"Job {job.status}.")
+        _require_done(job)
         return await self.job_results(job.id)
 
 
-class Client:
-    """Blocking client of a neurocast server (same methods as :class:`AsyncClient`).
+class Client(_ClientBase[httpx.Client]):
+    """Blocking client of a neurocast server.
 
-    Parameters
-    ----------
-    url : str
-        The server, e.g. ``http://127.0.0.1:8000``.
-    token : str | None
-        Bearer token (default ``NEUROCAST_TOKEN``).
-    timeout_s : float
-        Timeout of each REST call, in seconds.
+    It takes the parameters of :class:`AsyncClient` and has the same methods, which return
+    their results instead of awaitables.
     """
 
-    def __init__(
-        self, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout_s: float = 30.0
-    ) -> None:
-        self.url = url.rstrip("/")
-        self._headers = _headers(_token(token))
-        self._http = httpx.Client(base_url=self.url, headers=self._headers, timeout=timeout_s)
+    def _connect(self, timeout_s: float) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self._headers, timeout=timeout_s)
 
     def __enter__(self) -> Self:
         return self
@@ -429,19 +512,20 @@ class Client:
         """Close the HTTP connection pool."""
         self._http.close()
 
+    def _send(self, call: _Call[_T], files: Any = None) -> _T:
+        return call.result(self._http.send(call.request(self._http, files)))
+
     def health(self) -> Health:
         """``GET /health``."""
-        return Health.model_validate_json(_check(self._http.get("/health")).content)
+        return self._send(_HEALTH)
 
     def models(self) -> list[ModelInfo]:
         """Installed models."""
-        return ModelList.model_validate_json(_check(self._http.get("/v1/models")).content).models
+        return self._send(_MODELS)
 
     def model(self, model_id: str) -> ModelInfo:
         """One model's metadata."""
-        return ModelInfo.model_validate_json(
-            _check(self._http.get(f"/v1/models/{model_id}")).content
-        )
+        return self._send(_model_call(model_id))
 
     def create_session(
         self,
@@ -452,24 +536,19 @@ class Client:
         name: str | None = None,
     ) -> SessionStatus:
         """Start a session; check ``status`` (``failed`` comes with ``error``)."""
-        body = _session_body(source, models, stride_s, name)
-        r = _check(self._http.post("/v1/sessions", json=body))
-        return SessionStatus.model_validate_json(r.content)
+        return self._send(_create_session_call(source, models, stride_s, name))
 
     def session(self, session_id: str) -> SessionStatus:
         """A session's status."""
-        r = _check(self._http.get(f"/v1/sessions/{session_id}"))
-        return SessionStatus.model_validate_json(r.content)
+        return self._send(_session_call("GET", session_id))
 
     def sessions(self) -> list[SessionStatus]:
         """Every session."""
-        r = _check(self._http.get("/v1/sessions"))
-        return SessionList.model_validate_json(r.content).sessions
+        return self._send(_SESSIONS)
 
     def delete_session(self, session_id: str) -> SessionStatus:
         """Stop a session; returns its final status."""
-        r = _check(self._http.delete(f"/v1/sessions/{session_id}"))
-        return SessionStatus.model_validate_json(r.content)
+        return self._send(_session_call("DELETE", session_id))
 
     def stream(
         self,
@@ -480,9 +559,7 @@ class Client:
         models: Sequence[str] | None = None,
     ) -> Stream:
         """A session's results: ``with client.stream(id) as s: for m in s``."""
-        return Stream(
-            _ws_url(self.url, session_id), self._headers, _subscribe_text(outputs, decimate, models)
-        )
+        return Stream(*self._stream_args(session_id, outputs, decimate, models))
 
     def submit_decode(
         self,
@@ -493,41 +570,28 @@ class Client:
         server_path: str | None = None,
     ) -> JobStatus:
         """Start a batch job on a local file (uploaded) or a path under the server's data root."""
-        form = _decode_form(models, stride_s, server_path)
-        if file is None:
-            r = self._http.post("/v1/decode", data=form)
-        else:
-            path = Path(file)
-            with path.open("rb") as fh:
-                r = self._http.post("/v1/decode", data=form, files={"file": (path.name, fh)})
-        return JobStatus.model_validate_json(_check(r).content)
+        with _upload(file) as files:
+            return self._send(_submit_call(models, stride_s, server_path), files)
 
     def job(self, job_id: str, *, wait_s: float = 0.0) -> JobStatus:
         """A job's progress; with ``wait_s``, answered as soon as it finishes (long poll)."""
-        r = self._http.get(f"/v1/jobs/{job_id}", params=_wait_params(wait_s))
-        return JobStatus.model_validate_json(_check(r).content)
+        return self._send(_job_call(job_id, wait_s))
 
     def wait_job(self, job_id: str, *, timeout_s: float | None = None) -> JobStatus:
         """Wait until a job is done, failed or cancelled (long polls, no busy polling)."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        deadline = _deadline(timeout_s)
         while True:
             job = self.job(job_id, wait_s=_next_wait(deadline))
-            if job.status in _FINISHED:
+            if _finished(job, deadline, timeout_s):
                 return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"Job {job_id} still {job.status} after {timeout_s} s.")
 
     def job_results(self, job_id: str) -> JobResults:
         """A finished job's results as JSON records."""
-        r = _check(self._http.get(f"/v1/jobs/{job_id}/results", params={"format": "json"}))
-        return JobResults.model_validate_json(r.content)
+        return self._send(_results_call(job_id, "json", JobResults.model_validate_json))
 
     def download_results(self, job_id: str, fmt: ResultFormat, dest: str | Path) -> Path:
         """Save a finished job's results as json, npz or parquet."""
-        r = _check(self._http.get(f"/v1/jobs/{job_id}/results", params={"format": fmt}))
-        dest = Path(dest)
-        dest.write_bytes(r.content)
-        return dest
+        return _save(self._send(_results_call(job_id, fmt, _as_is)), dest)
 
     def decode(
         self, file: str | Path, *, models: Sequence[str], stride_s: float = 0.025
@@ -535,6 +599,5 @@ class Client:
         """Upload a file, wait for the job and return its results."""
         job = self.submit_decode(file, models=models, stride_s=stride_s)
         job = self.wait_job(job.id)
-        if job.status != "done":
-            raise NeurocastError(422, f"job_{job.status}", job.error or f"Job {job.status}.")
+        _require_done(job)
         return self.job_results(job.id)

@@ -52,6 +52,9 @@ def _run(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve())
     except OSError as exc:
-        print(f"neurocast buffer: cannot listen on {args.host}:{args.port}: {exc}")
+        print(
+            f"neurocast buffer: cannot listen on {args.host}:{args.port}: {exc}. Pass a free "
+            "--port, or stop the program that holds this one."
+        )
         return EXIT_FAILURE
     return EXIT_OK

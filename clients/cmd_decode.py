@@ -97,6 +97,7 @@ def _local(args: argparse.Namespace) -> int:
 def _remote(args: argparse.Namespace, fmt: ResultFormat) -> int:
     from tqdm import tqdm
 
+    from ..server.schemas import FINISHED_JOB_STATES
     from .client import Client, NeurocastError, quiet_http_log
 
     quiet_http_log(args)
@@ -114,7 +115,7 @@ def _remote(args: argparse.Namespace, fmt: ResultFormat) -> int:
             file=sys.stderr,
             bar_format="{l_bar}{bar}| {elapsed}",
         ) as bar:
-            while job.status not in ("done", "failed", "cancelled"):
+            while job.status not in FINISHED_JOB_STATES:
                 job = client.job(job.id, wait_s=0.5)  # long poll: returns early when done
                 bar.n = job.progress
                 bar.refresh()

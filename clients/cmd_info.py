@@ -16,6 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from neurocast.streaming.source import SIMULATED_TAG
+
 from .cli import EXIT_OK, EXIT_USAGE
 
 logger = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ def describe(path: Path) -> dict[str, Any]:
     return {
         "file": str(path),
         "reader": type(raw).__name__,
-        "simulated": "SIMULATED" in description,
+        "simulated": SIMULATED_TAG in description,
         "n_channels": len(raw.ch_names),
         "channel_types": dict(Counter(raw.get_channel_types())),
         "sfreq_hz": sfreq,
@@ -139,7 +141,11 @@ def _run(args: argparse.Namespace) -> int:
     lines = [
         f"File:        {s['file']} ({s['reader']})",
         "Simulated:   "
-        + ("YES (description says SIMULATED)" if s["simulated"] else "no SIMULATED tag"),
+        + (
+            f"YES (description says {SIMULATED_TAG})"
+            if s["simulated"]
+            else f"no {SIMULATED_TAG} tag"
+        ),
         f"Channels:    {s['n_channels']} ({types})",
         f"Rate:        {s['sfreq_hz']:g} Hz (filters {s['highpass_hz']:g}-{s['lowpass_hz']:g} Hz)",
         f"Duration:    {s['duration_s']:.3f} s ({s['n_samples']} samples)",

@@ -10,7 +10,6 @@ and events.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import threading
 from pathlib import Path
@@ -21,8 +20,6 @@ from neurocast.streaming.source import SourceError
 from neurocast.streaming.spec import ReplaySpec
 
 from .cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-
-logger = logging.getLogger(__name__)
 
 
 def _positive(text: str) -> float:

@@ -67,16 +67,19 @@ def run_translator(args: argparse.Namespace) -> int:
     from neurocast.models.artifact import ArtifactError
     from neurocast.models.export import ExportCheckError
     from neurocast.models.translation import (
-        TranslationWindow,
         TranslatorTrainConfig,
-        evaluate_segment,
         export_translator,
         fit_translator,
+    )
+    from neurocast.models.translation_data import (
+        SimultaneousSegment,
+        TranslationWindow,
         meg_projectors,
         recording_segment,
         simulate_segments,
         simulator_spec,
     )
+    from neurocast.models.translation_scoring import evaluate_segment
     from neurocast.models.translator import TranslatorConfig
 
     try:
@@ -119,21 +122,22 @@ def run_translator(args: argparse.Namespace) -> int:
             progress=True,
         )
         metrics: dict[str, float] = {}
-        for which in ("net", "ridge"):
-            suffix = "" if which == args.model else f"_{which}"
-            summary = evaluate_segment(model, test[0], which).summary()
-            for key in ("corr_mag", "corr_grad", "ev_mag", "ev_grad"):
-                metrics[f"sim_{key}{suffix}"] = summary[key]
+
+        def add_scores(prefix: str, segment: SimultaneousSegment) -> None:
+            # the exported model's figures carry no suffix, the other model's its name
+            for which in ("net", "ridge"):
+                suffix = "" if which == args.model else f"_{which}"
+                summary = evaluate_segment(model, segment, which).summary()
+                for key in ("corr_mag", "corr_grad", "ev_mag", "ev_grad"):
+                    metrics[f"{prefix}_{key}{suffix}"] = summary[key]
+
+        add_scores("sim", test[0])
         projs = meg_projectors(args.ssp_from) if args.ssp_from else None
         for path in args.eval:
             segment = recording_segment(
                 path, model.eeg_names, model.meg_names, window, extra_bads=args.bads, projs=projs
             )
-            for which in ("net", "ridge"):
-                suffix = "" if which == args.model else f"_{which}"
-                summary = evaluate_segment(model, segment, which).summary()
-                for key in ("corr_mag", "corr_grad", "ev_mag", "ev_grad"):
-                    metrics[f"{path.stem}_{key}{suffix}"] = summary[key]
+            add_scores(path.stem, segment)
         artifact = export_translator(
             model,
             args.out,

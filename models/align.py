@@ -62,17 +62,9 @@ from neurocast.streaming.simulate import SIMULATED_TAG, Simulator
 from neurocast.streaming.source import StreamInfo
 from neurocast.streaming.spec import SimulatorSpec
 
-from .artifact import (
-    Artifact,
-    ArtifactMetadata,
-    InputSpec,
-    Metrics,
-    OutputSpec,
-    Provenance,
-    save_artifact,
-)
+from .artifact import Artifact, InputSpec, OutputSpec
 from .brain_module import BrainModule, BrainModuleConfig, RetrievalHead, clip_loss, small_config
-from .export import check_onnx, export_onnx, git_commit
+from .checked_export import export_checked
 from .retrieval import (
     EpochSet,
     WindowGeometry,
@@ -86,7 +78,7 @@ from .retrieval import (
     top_k_accuracy,
 )
 from .train import set_seed
-from .translation import finite_figures, torch_threads
+from .translation import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -751,23 +743,37 @@ def export_encoder(
     seed : int | None
         Training seed.
     atol : float
-        Tolerance of the ONNX-versus-torch check.
+        Tolerance of the ONNX-versus-torch check (the representation is unit-norm).
+
+    Returns
+    -------
+    artifact : Artifact
+        The embedding artifact written.
+
+    Raises
+    ------
+    ExportCheckError
+        If the ONNX representations differ from torch's by more than ``atol`` on the check
+        trials; no file is written then.
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be 'eeg' or 'meg', got {modality!r}.")
     geom = model.window.geometry
+    w = model.window
+    info = model.infos[modality]
     # the head drops the context, runs the encoder and L2-normalises its CLIP output
     head = RetrievalHead(model.encoders[modality], n_context=geom.n_context).eval()
-    x = model.windows(check_data, modality)[:64]
-    proto = export_onnx(head, torch.from_numpy(x[:2]), input_name="window", output_name="embedding")
-    diff = check_onnx(proto, head, x, atol=atol)
-    info = model.infos[modality]
-    w = model.window
-    meta = ArtifactMetadata(
+    return export_checked(
+        head,
+        path,
+        check_inputs=model.windows(check_data, modality)[:64],
+        input_name="window",
+        output_name="embedding",
+        atol=atol,
         name=name,
         version=version,
         task="embedding",
-        input=InputSpec(
+        input_spec=InputSpec(
             ch_names=list(info["ch_names"]),
             ch_types=list(info.get_channel_types()),
             sfreq_hz=float(stream_sfreq),
@@ -777,7 +783,7 @@ def export_encoder(
             preprocess=model.specs[modality],
             scalogram=None,
         ),
-        output=OutputSpec(
+        output_spec=OutputSpec(
             tensor="embedding",
             class_names=None,
             embedding_size=model.dim,
@@ -786,22 +792,16 @@ def export_encoder(
             ch_types=None,
             sfreq_hz=None,
         ),
-        provenance=Provenance(
-            data=model.trained_on,
-            split=f"{model.n_train_images} simulated training images (validation: images held "
-            "out of them); test images never seen in training",
-            seed=seed,
-            git_commit=git_commit(),
-        ),
+        trained_on=model.trained_on,
+        split=f"{model.n_train_images} simulated training images (validation: images held "
+        "out of them); test images never seen in training",
+        seed=seed,
         simulated_training_data=True,
-        metrics=Metrics(
-            values={**finite_figures(metrics), "export_max_abs_diff": diff}, note=metrics_note
-        ),
+        metrics=metrics,
+        metrics_note=metrics_note,
         description=(
             f"{modality.upper()} encoder of an aligned EEG-MEG-image space (CLIP-style "
             "contrastive training, Ferrante et al. 2024): unit-norm representation of the "
             f"{w.window_s:g} s after an image onset, in the image embedding space."
         ),
-        content_sha256=None,
     )
-    return save_artifact(proto, meta, path)

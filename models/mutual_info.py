@@ -44,6 +44,8 @@ class MIResult:
         unrelated pair reaches with this estimator, signal length and spectrum.
     description : str
         Where the data came from (file name, "SIMULATED" for simulated data).
+    bins_cm : ndarray, shape (n_bins + 1,)
+        Edges of the distance bins of :meth:`binned`, in centimetres.
     """
 
     eeg_names: list[str]
@@ -107,6 +109,18 @@ def sensor_positions_head(info: mne.Info, picks: NDArray[np.int64]) -> NDArray[n
     MEG sensor locations are stored in device coordinates and are moved to head coordinates
     with ``info["dev_head_t"]``. Recordings without that transform (FieldTrip MAT files read
     with ``info=None``) already hold sensor positions in head coordinates, and are used as-is.
+
+    Parameters
+    ----------
+    info : mne.Info
+        The recording's measurement info.
+    picks : ndarray of int
+        Indices of the channels.
+
+    Returns
+    -------
+    pos : ndarray, shape (n_picks, 3)
+        Positions in head coordinates, in metres.
     """
     pos = np.array([info["chs"][p]["loc"][:3] for p in picks], dtype=np.float64)
     is_meg = np.array([info["chs"][p]["kind"] == mne.io.constants.FIFF.FIFFV_MEG_CH for p in picks])
@@ -153,6 +167,11 @@ def eeg_meg_mutual_info(
     -------
     result : MIResult
         MI in bits, distances in cm.
+
+    Raises
+    ------
+    ValueError
+        If the recording lacks good EEG or MEG channels, or their positions.
     """
     from sklearn.feature_selection import mutual_info_regression
 

@@ -6,8 +6,9 @@ recurrent bidirectional LSTM bottleneck, and a decoder that up-samples back to t
 length and outputs every MEG channel, trained with the mean squared error and Adam. The study
 over-fitted its little simultaneous data and lost to ICA; two choices here follow from that:
 
-- the network is trained on physics-based simulation (:mod:`.translation`), where simultaneous
-  EEG and MEG are unlimited, and judged on real simultaneous recordings it never saw;
+- the network is trained on physics-based simulation (:mod:`.translation_data`,
+  :mod:`.translation`), where simultaneous EEG and MEG are unlimited, and judged on real
+  simultaneous recordings it never saw;
 - a **linear path** (one 1 × 1 convolution from the EEG to the MEG channels, initialised
   with the ridge baseline's map) runs beside the U-Net, whose output is added to it: volume
   conduction is instantaneous and linear, so the linear map is the physically expected core
@@ -130,8 +131,9 @@ class _BiLSTMBottleneck(nn.Module):
 class EEGToMEGUNet(nn.Module):
     """U-Net with a Bi-LSTM bottleneck translating EEG windows into every MEG channel.
 
-    Input and output are standardised signals (see :mod:`.translation` for the scaling); the
-    exported model wraps this network with the scaling back to tesla and tesla/metre.
+    Input and output are standardised signals (see
+    :class:`.translation_data.TranslationScaling`); the exported model wraps this network with
+    the scaling back to tesla and tesla/metre.
 
     Parameters
     ----------

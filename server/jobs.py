@@ -29,7 +29,7 @@ from ..streaming.results import Result
 from ..streaming.source import Marker, SourceError, StreamInfo
 from .errors import not_found
 from .metrics import Metrics
-from .schemas import JobState, JobStatus
+from .schemas import FINISHED_JOB_STATES, JobState, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -350,7 +350,7 @@ class JobManager:
         return job
 
     def _evict(self) -> None:
-        finished = [j for j in self.jobs.values() if j.state in ("done", "failed", "cancelled")]
+        finished = [j for j in self.jobs.values() if j.state in FINISHED_JOB_STATES]
         excess = len(self.jobs) + 1 - self.max_jobs
         for job in sorted(finished, key=lambda j: j.created_at)[: max(0, excess)]:
             del self.jobs[job.id]

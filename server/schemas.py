@@ -14,6 +14,7 @@ from ..streaming.spec import SourceSpec
 
 SessionState = Literal["starting", "running", "stalled", "stopped", "failed"]
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+FINISHED_JOB_STATES: tuple[JobState, ...] = ("done", "failed", "cancelled")
 ResultKindName = Literal["probabilities", "retrieval", "translation", "embedding"]
 OutputName = Literal["probabilities", "retrieval", "translation", "embedding", "events", "status"]
 ResultFormat = Literal["json", "npz", "parquet"]

@@ -78,7 +78,7 @@ from .ftprotocol import (
     parse_selection,
     parse_wait_request,
 )
-from .source import Chunk, Marker, SourceError, SourceStatus, StreamInfo, local_clock
+from .source import Chunk, Marker, SourceError, SourceStatus, StreamInfo, local_clock, require_open
 from .spec import FieldTripSpec
 
 __all__ = [
@@ -1165,9 +1165,7 @@ class FieldTripSource:
     @property
     def stream_info(self) -> StreamInfo:
         """The stream's metadata (after :meth:`open`)."""
-        if self._stream is None:
-            raise SourceError("The FieldTrip source is not open; call open() first.")
-        return self._stream
+        return require_open(self._stream, "FieldTrip")
 
     @property
     def status(self) -> SourceStatus:
@@ -1232,8 +1230,7 @@ class FieldTripSource:
             return None
         if self._failure is not None:
             raise SourceError(self._failure)
-        if self._stream is None:
-            raise SourceError("The FieldTrip source is not open; call open() first.")
+        require_open(self._stream, "FieldTrip")
         started = local_clock()
         try:
             chunk = self._read(timeout)

@@ -919,30 +919,33 @@ def op_get_header() -> Operation[Header]:
     )
 
 
-def op_get_data(first: int | None = None, last: int | None = None) -> Operation[NDArray[Any]]:
-    """GET_DAT: samples ``first`` to ``last`` inclusive (all held samples when both are None)."""
-    span = "all held samples" if first is None and last is None else f"samples {first}..{last}"
+def _op_get_range(
+    command: Command,
+    parse: Callable[[bytes, ByteOrder], T],
+    what: str,
+    first: int | None,
+    last: int | None,
+) -> Operation[T]:
+    """GET_DAT or GET_EVT of ``what`` (samples or events) ``first`` to ``last`` inclusive."""
+    span = f"all held {what}" if first is None and last is None else f"{what} {first}..{last}"
     return Operation(
-        Command.GET_DAT,
+        command,
         _selection(first, last),
-        parse_data,
+        parse,
         True,
         f"{span} are not available: not written yet, dropped from the server's ring, or no "
         "header exists.",
     )
 
 
+def op_get_data(first: int | None = None, last: int | None = None) -> Operation[NDArray[Any]]:
+    """GET_DAT: samples ``first`` to ``last`` inclusive (all held samples when both are None)."""
+    return _op_get_range(Command.GET_DAT, parse_data, "samples", first, last)
+
+
 def op_get_events(first: int | None = None, last: int | None = None) -> Operation[list[Event]]:
     """GET_EVT: events ``first`` to ``last`` inclusive (all held events when both are None)."""
-    span = "all held events" if first is None and last is None else f"events {first}..{last}"
-    return Operation(
-        Command.GET_EVT,
-        _selection(first, last),
-        parse_events,
-        True,
-        f"{span} are not available: none written yet, dropped from the server's ring, or no "
-        "header exists.",
-    )
+    return _op_get_range(Command.GET_EVT, parse_events, "events", first, last)
 
 
 def op_flush(what: Literal["header", "data", "events"]) -> Operation[None]:

@@ -39,7 +39,7 @@ Network configuration
 LSL finds outlets by multicast, which some networks and containers block.
 :func:`write_loopback_config` writes a liblsl configuration that keeps discovery on this
 machine (unicast to 127.0.0.1); point the ``LSLAPICFG`` environment variable at it before the
-first LSL call of the process.
+first LSL call of the process (:func:`use_loopback_config` does both).
 
 Several streams
 ---------------
@@ -56,8 +56,12 @@ first takes are dropped.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import os
+import shutil
+import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -72,7 +76,7 @@ from pylsl.util import LostError
 from pylsl.util import TimeoutError as LSLTimeoutError
 
 from .ring import first_backstep
-from .source import Chunk, Marker, SourceError, SourceStatus, StreamInfo, local_clock
+from .source import Chunk, Marker, SourceError, SourceStatus, StreamInfo, local_clock, require_open
 from .spec import LSLSpec, LSLStreamSelector
 
 logger = logging.getLogger(__name__)
@@ -150,6 +154,29 @@ def write_loopback_config(path: str | Path, session_id: str = "default") -> Path
         f"[lab]\nKnownPeers = {{127.0.0.1}}\nSessionID = {session_id}\n"
         "[log]\nlevel = -1\n"
     )
+    return path
+
+
+def use_loopback_config(session_id: str) -> Path:
+    """Point this process and its future child processes at a private loopback configuration.
+
+    Writes :func:`write_loopback_config` into a temporary folder (removed when the process
+    exits) and sets ``LSLAPICFG`` to it. Call it before the process's first LSL call.
+
+    Parameters
+    ----------
+    session_id : str
+        LSL session id; a unique one isolates this process from other LSL users.
+
+    Returns
+    -------
+    path : Path
+        The configuration file written.
+    """
+    folder = tempfile.mkdtemp(prefix="neurocast-lsl-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = write_loopback_config(Path(folder) / "lsl_api.cfg", session_id)
+    os.environ["LSLAPICFG"] = str(path)
     return path
 
 
@@ -622,9 +649,7 @@ class LSLSource:
     @property
     def stream_info(self) -> StreamInfo:
         """The stream's metadata (after :meth:`open`)."""
-        if self._info is None:
-            raise SourceError("The LSL source is not open yet; call open() first.")
-        return self._info
+        return require_open(self._info, "LSL")
 
     @property
     def status(self) -> SourceStatus:

@@ -34,13 +34,20 @@ from mne.io.constants import FIFF
 from numpy.typing import NDArray
 
 from .readers import read_recording
-from .source import Chunk, Marker, SourceError, SourceStatus, StreamInfo, local_clock
+from .source import (
+    SIMULATED_TAG,
+    Chunk,
+    Marker,
+    SourceError,
+    SourceStatus,
+    StreamInfo,
+    local_clock,
+    require_open,
+)
 from .spec import ReplaySpec
 
 logger = logging.getLogger(__name__)
 
-#: Tag the simulator writes into ``info["description"]`` of what it saves (see :mod:`.simulate`).
-SIMULATED_TAG = "SIMULATED"
 _BLOCK_S = 1.0  # samples are read from the file in blocks of this many seconds
 _MAX_CHUNK_S = 1.0  # a late reader catches up in chunks of at most this many seconds
 _OUTLET_BUFFER_S = 10  # an LSL outlet holds at most this much for a slow inlet
@@ -127,9 +134,7 @@ class ReplaySource:
     @property
     def stream_info(self) -> StreamInfo:
         """The recording's metadata (after :meth:`open`)."""
-        if self._info is None:
-            raise SourceError("The replay source is not open yet; call open() first.")
-        return self._info
+        return require_open(self._info, "replay")
 
     @property
     def status(self) -> SourceStatus:
@@ -172,8 +177,7 @@ class ReplaySource:
 
     def rewind(self) -> None:
         """Start the replay again from the first sample, with its clock starting now."""
-        if self._info is None:
-            raise SourceError("The replay source is not open yet; call open() first.")
+        require_open(self._info, "replay")
         self._next = 0
         self._status = "running"
         self.start_time = local_clock()
@@ -270,6 +274,16 @@ class ReplaySource:
         if self._raw is not None:
             self._raw.close()
         self._status = "stopped"
+
+
+def _due_chunks(source: ReplaySource, stop: threading.Event) -> Iterator[Chunk]:
+    """The replay's chunks as they fall due, until the file ends or ``stop`` is set."""
+    while not stop.is_set():
+        chunk = source.read(0.1)  # short, so that ``stop`` is seen promptly
+        if chunk is not None:
+            yield chunk
+        elif source.status == "stopped":
+            return
 
 
 def _unit(ch: dict) -> str:
@@ -387,12 +401,7 @@ class LSLPlayer:
             self.source.rewind()
             if started is not None:
                 started.set()
-            while not stop.is_set():
-                chunk = self.source.read(0.1)
-                if chunk is None:
-                    if self.source.status == "stopped":
-                        break
-                    continue
+            for chunk in _due_chunks(self.source, stop):
                 local = self.source.on_local_clock(chunk)
                 outlet.push_chunk(
                     np.ascontiguousarray(local.data, dtype=np.float32), local.timestamps.tolist()
@@ -445,12 +454,7 @@ class FieldTripPlayer:
                 self.source.rewind()
                 if started is not None:
                     started.set()
-                while not stop.is_set():
-                    chunk = self.source.read(0.1)
-                    if chunk is None:
-                        if self.source.status == "stopped":
-                            break
-                        continue
+                for chunk in _due_chunks(self.source, stop):
                     writer.put_data(chunk.data, chunk.timestamps)
                     writer.put_events(chunk.markers)
             return self.source.n_released

@@ -50,12 +50,19 @@ from .geometry import (
     load_info,
 )
 from .geometry import template_directions as _directions
-from .source import Chunk, Marker, SourceError, SourceStatus, StreamInfo, local_clock
+from .source import (
+    SIMULATED_TAG,
+    Chunk,
+    Marker,
+    SourceError,
+    SourceStatus,
+    StreamInfo,
+    local_clock,
+    require_open,
+)
 from .spec import SimulatorSpec
 
 logger = logging.getLogger(__name__)
-
-SIMULATED_TAG = "SIMULATED"
 
 
 @dataclass(frozen=True)
@@ -1229,9 +1236,7 @@ class SimulatorSource:
     @property
     def simulator(self) -> Simulator:
         """The underlying :class:`Simulator` (after :meth:`open`)."""
-        if self._sim is None:
-            raise SourceError("The simulator source is not open; call open() first.")
-        return self._sim
+        return require_open(self._sim, "simulator")
 
     @property
     def stream_info(self) -> StreamInfo:

@@ -8,15 +8,22 @@ local time of receipt, and any markers that arrived with them.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, _ProtocolMeta, runtime_checkable
 
 import mne
 import numpy as np
 from numpy.typing import NDArray
 
 SourceStatus = Literal["starting", "running", "stalled", "stopped", "failed"]
+
+#: Opens ``info["description"]`` of every simulated recording and names every simulated
+#: stream; a replayed recording whose description starts with it is flagged simulated.
+SIMULATED_TAG = "SIMULATED"
+
+T = TypeVar("T")
 
 
 def local_clock() -> float:
@@ -112,8 +119,49 @@ class SourceError(RuntimeError):
     """A source cannot be opened or has failed; the message says why and what to do."""
 
 
+def require_open(state: T | None, source: str) -> T:
+    """Return state that a source fills in when it is opened, or say that it is not open.
+
+    Parameters
+    ----------
+    state : object | None
+        The state (stream description, reader, ...); None until ``open()`` has run.
+    source : str
+        What kind of source it is, for the message (e.g. ``"LSL"``).
+
+    Returns
+    -------
+    state : object
+        ``state`` itself.
+
+    Raises
+    ------
+    SourceError
+        If ``state`` is None.
+    """
+    if state is None:
+        raise SourceError(f"The {source} source is not open yet; call open() first.")
+    return state
+
+
+_ABSENT = object()
+
+
+class _StaticProtocolMeta(_ProtocolMeta):
+    """Runtime protocol checks that look members up without running them.
+
+    Python 3.11 checks each member with ``hasattr``, which runs properties: ``stream_info`` of
+    a source that is not open raises SourceError, so ``isinstance`` would raise instead of
+    answering. Looking members up statically is what Python 3.12 and later do.
+    """
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        members = (name for name in vars(cls) if not name.startswith("_"))
+        return all(inspect.getattr_static(instance, m, _ABSENT) is not _ABSENT for m in members)
+
+
 @runtime_checkable
-class Source(Protocol):
+class Source(Protocol, metaclass=_StaticProtocolMeta):
     """The contract between a source and the acquisition thread.
 
     ``open()`` connects and fills ``stream_info``; ``read(timeout)`` returns the next chunk or

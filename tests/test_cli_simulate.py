@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,13 +17,9 @@ from neurocast.clients.cli import COMMANDS, EXIT_OK, EXIT_USAGE, main
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Forward models go to a temporary cache, never the user's ~/.cache."""
     path = tmp_path_factory.mktemp("neurocast-cli-cache")
-    old = os.environ.get("NEUROCAST_CACHE_DIR")
-    os.environ["NEUROCAST_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("NEUROCAST_CACHE_DIR", None)
-    else:
-        os.environ["NEUROCAST_CACHE_DIR"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("NEUROCAST_CACHE_DIR", str(path))
+        yield path
 
 
 @pytest.fixture(scope="module")

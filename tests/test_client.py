@@ -1,7 +1,5 @@
 """Python clients (async and sync) and the serve / decode / watch / demo commands."""
 
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import os
@@ -13,23 +11,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-# model_ids, models_dir and registry are fixtures: imported for pytest, shadowed by arguments
-from test_server_support import (  # noqa: F401
-    SIM_SPEC,
-    TOKEN,
-    model_ids,
-    models_dir,
-    registry,
-    serve,
-    write_simulated_recording,
-)
+from test_server_support import SIM_SPEC, TOKEN, server_fixture, write_simulated_recording
 
 from neurocast.clients.cli import main
 from neurocast.clients.client import AsyncClient, NeurocastError
 from neurocast.server.frames import SignalFrame
 from neurocast.server.schemas import ResultMessage, StatusMessage, Subscribed
 
+pytest_plugins = ["test_server_support"]
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,10 +28,7 @@ def recording(tmp_path_factory) -> Path:
     return write_simulated_recording(tmp_path_factory.mktemp("rec") / "sim_raw.fif", 2.0)
 
 
-@pytest.fixture(scope="module")
-def running(registry):
-    with serve(registry) as pair:
-        yield pair
+running = server_fixture()
 
 
 async def test_async_client_session_and_stream(running, model_ids) -> None:
@@ -111,40 +97,15 @@ def test_wrong_token_raises_a_clear_error(running) -> None:
 def test_cli_decode_against_a_server(running, recording, model_ids, tmp_path, capsys) -> None:
     server, _ = running
     out = tmp_path / "results.parquet"
-    code = main(
-        [
-            "decode",
-            str(recording),
-            "--model",
-            model_ids["classifier"],
-            "--out",
-            str(out),
-            "--url",
-            server.url,
-            "--token",
-            TOKEN,
-        ]
-    )
+    args = ["decode", str(recording), "--out", str(out), "--url", server.url, "--token", TOKEN]
+    code = main([*args, "--model", model_ids["classifier"]])
     assert code == 0
     table = pq.read_table(out)
     assert table.num_rows > 20 and set(table.column("model").to_pylist()) == {
         model_ids["classifier"]
     }
     assert "SIMULATED" in capsys.readouterr().out
-    code = main(
-        [
-            "decode",
-            str(recording),
-            "--model",
-            "nope",
-            "--out",
-            str(out),
-            "--url",
-            server.url,
-            "--token",
-            TOKEN,
-        ]
-    )
+    code = main([*args, "--model", "nope"])
     assert code == 2
     assert "nope" in capsys.readouterr().err
 

@@ -5,8 +5,6 @@ with npm (``playwright-core`` is installed into a cache folder outside the repos
 test skips, saying why, when any of these cannot be had.
 """
 
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -16,17 +14,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_server_support import SIM_SPEC, TOKEN, serve
 
-# model_ids, models_dir and registry are fixtures: imported for pytest, shadowed by arguments
-from test_server_support import (  # noqa: F401
-    SIM_SPEC,
-    TOKEN,
-    model_ids,
-    models_dir,
-    registry,
-    serve,
-)
-
+pytest_plugins = ["test_server_support"]
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "neurocast-playwright"

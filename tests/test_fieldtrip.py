@@ -11,6 +11,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 
 import mne
 import numpy as np
@@ -259,18 +260,27 @@ _events = st.lists(
 )
 
 
+def _truncated(wire: bytes, data: st.DataObject) -> bytes:
+    """``wire`` cut short at a length drawn by hypothesis."""
+    return wire[: data.draw(st.integers(0, len(wire) - 1))]
+
+
+def _mutated(wire: bytes, data: st.DataObject) -> bytes:
+    """``wire`` with one byte, drawn by hypothesis, XOR-ed with a non-zero value."""
+    pos = data.draw(st.integers(0, len(wire) - 1))
+    mutated = bytearray(wire)
+    mutated[pos] ^= data.draw(st.integers(1, 255))
+    return bytes(mutated)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(header=_headers, order=st.sampled_from(ORDERS), data=st.data())
 def test_fuzz_truncated_and_mutated_headers(header, order, data):
     wire = pack_header(header, order)
-    cut = data.draw(st.integers(0, len(wire) - 1))
     with pytest.raises(FieldTripProtocolError):
-        parse_header(wire[:cut], order)
-    pos = data.draw(st.integers(0, len(wire) - 1))
-    mutated = bytearray(wire)
-    mutated[pos] ^= data.draw(st.integers(1, 255))
+        parse_header(_truncated(wire, data), order)
     with contextlib.suppress(FieldTripProtocolError):
-        parse_header(bytes(mutated), order)
+        parse_header(_mutated(wire, data), order)
 
 
 @settings(max_examples=150, deadline=None)
@@ -283,32 +293,24 @@ def test_fuzz_truncated_and_mutated_headers(header, order, data):
 )
 def test_fuzz_truncated_and_mutated_data(data_type, n, c, order, data):
     wire = pack_data(_example(data_type, (n, c)), order)
-    cut = data.draw(st.integers(0, len(wire) - 1))
     with pytest.raises(FieldTripProtocolError):
-        parse_data(wire[:cut], order)
-    pos = data.draw(st.integers(0, len(wire) - 1))
-    mutated = bytearray(wire)
-    mutated[pos] ^= data.draw(st.integers(1, 255))
+        parse_data(_truncated(wire, data), order)
     with contextlib.suppress(FieldTripProtocolError):
-        parse_data(bytes(mutated), order)
+        parse_data(_mutated(wire, data), order)
 
 
 @settings(max_examples=150, deadline=None)
 @given(events=_events, order=st.sampled_from(ORDERS), data=st.data())
 def test_fuzz_truncated_and_mutated_events(events, order, data):
     wire = pack_events(events, order)
-    cut = data.draw(st.integers(0, len(wire) - 1))
     try:
-        prefix: list[Event] | None = parse_events(wire[:cut], order)
+        prefix: list[Event] | None = parse_events(_truncated(wire, data), order)
     except FieldTripProtocolError:
         prefix = None
     if prefix is not None:  # a cut exactly between two events is a shorter valid array
         assert len(prefix) < len(events) and prefix == events[: len(prefix)]
-    pos = data.draw(st.integers(0, len(wire) - 1))
-    mutated = bytearray(wire)
-    mutated[pos] ^= data.draw(st.integers(1, 255))
     with contextlib.suppress(FieldTripProtocolError):
-        parse_events(bytes(mutated), order)
+        parse_events(_mutated(wire, data), order)
 
 
 @settings(max_examples=100, deadline=None)
@@ -775,6 +777,18 @@ def _spec(port: int, **kw) -> FieldTripSpec:
     return FieldTripSpec(host="127.0.0.1", port=port, **kw)
 
 
+@contextlib.contextmanager
+def _opened_source(
+    stream: StreamInfo, **spec_kw
+) -> Iterator[tuple[FieldTripServer, FieldTripWriter, FieldTripSource]]:
+    """A server in a thread, a writer that put ``stream``'s header, and a source opened on it."""
+    with FieldTripServer().serve_in_thread() as srv, FieldTripWriter("127.0.0.1", srv.port) as w:
+        w.put_header(stream)
+        source = FieldTripSource(_spec(srv.port, **spec_kw))
+        source.open()
+        yield srv, w, source
+
+
 def _read_until(source: FieldTripSource, n: int, limit_s: float = 10.0):
     chunks, have = [], 0
     deadline = time.monotonic() + limit_s
@@ -816,10 +830,7 @@ def test_source_reads_samples_and_markers():
 
 
 def test_source_is_stalled_while_no_samples_arrive():
-    with FieldTripServer().serve_in_thread() as srv, FieldTripWriter("127.0.0.1", srv.port) as w:
-        w.put_header(_stream(["Fz"], "eeg"))
-        source = FieldTripSource(_spec(srv.port, stall_after_s=0.1))
-        source.open()
+    with _opened_source(_stream(["Fz"], "eeg"), stall_after_s=0.1) as (_, w, source):
         assert source.read(0.15) is None
         assert source.status == "stalled"
         w.put_data(np.zeros((3, 1)))
@@ -871,10 +882,7 @@ def test_source_reports_stalled_when_server_restarts_then_resumes():
 
 
 def test_source_fails_clearly_when_channel_count_changes():
-    with FieldTripServer().serve_in_thread() as srv, FieldTripWriter("127.0.0.1", srv.port) as w:
-        w.put_header(_stream(["Fz", "Cz"], "eeg"))
-        source = FieldTripSource(_spec(srv.port))
-        source.open()
+    with _opened_source(_stream(["Fz", "Cz"], "eeg")) as (_, w, source):
         w.put_data(np.ones((5, 2)))
         _read_until(source, 5)
         w.put_header(_stream(["Fz", "Cz", "Pz"], "eeg"))
@@ -890,10 +898,7 @@ def test_source_fails_clearly_when_channel_count_changes():
 
 def test_source_fails_when_a_new_header_was_filled_past_its_position():
     # the reset is invisible in the counts: the new block's width gives it away
-    with FieldTripServer().serve_in_thread() as srv, FieldTripWriter("127.0.0.1", srv.port) as w:
-        w.put_header(_stream(["Fz", "Cz"], "eeg"))
-        source = FieldTripSource(_spec(srv.port))
-        source.open()
+    with _opened_source(_stream(["Fz", "Cz"], "eeg")) as (_, w, source):
         w.put_header(_stream(["Fz", "Cz", "Pz"], "eeg"))
         w.put_data(np.ones((3, 3)))
         with pytest.raises(SourceError, match="channels"):
@@ -904,10 +909,7 @@ def test_source_fails_when_a_new_header_was_filled_past_its_position():
 
 def test_source_goes_on_after_a_reset_with_the_same_layout():
     stream = _stream(["Fz"], "eeg", sfreq=100.0)
-    with FieldTripServer().serve_in_thread() as srv, FieldTripWriter("127.0.0.1", srv.port) as w:
-        w.put_header(stream)
-        source = FieldTripSource(_spec(srv.port))
-        source.open()
+    with _opened_source(stream) as (_, w, source):
         w.put_data(np.zeros((20, 1)))
         first = _read_until(source, 20)
         w.put_header(stream)  # the writer restarted its stream
@@ -923,10 +925,7 @@ def test_source_follows_flushed_events_and_samples():
         async with FieldTripClient("127.0.0.1", port) as ft:
             await (ft.flush_events() if what == "events" else ft.flush_data())
 
-    with FieldTripServer().serve_in_thread() as srv, FieldTripWriter("127.0.0.1", srv.port) as w:
-        w.put_header(_stream(["Fz"], "eeg", sfreq=100.0))
-        source = FieldTripSource(_spec(srv.port))
-        source.open()
+    with _opened_source(_stream(["Fz"], "eeg", sfreq=100.0)) as (srv, w, source):
         w.put_events([Event("a", "1", 2)])
         w.put_data(np.zeros((5, 1)))
         assert [m.value for c in _read_until(source, 5) for m in c.markers] == ["a/1"]
@@ -947,10 +946,7 @@ def test_source_follows_flushed_events_and_samples():
 
 def test_source_clock_with_bursts_is_regular_and_never_ahead_of_receipt():
     sfreq, block, n_blocks = 1000.0, 10, 5
-    with FieldTripServer().serve_in_thread() as srv, FieldTripWriter("127.0.0.1", srv.port) as w:
-        w.put_header(_stream(["Fz", "Cz"], "eeg", sfreq=sfreq))
-        source = FieldTripSource(_spec(srv.port))
-        source.open()
+    with _opened_source(_stream(["Fz", "Cz"], "eeg", sfreq=sfreq)) as (_, w, source):
         chunks = []
         start = time.monotonic()
         for burst in range(4):
@@ -988,10 +984,7 @@ def test_sample_clock_moves_origin_back_when_samples_arrive_early():
 
 
 def test_source_close_wakes_a_blocked_read():
-    with FieldTripServer().serve_in_thread() as srv, FieldTripWriter("127.0.0.1", srv.port) as w:
-        w.put_header(_stream(["Fz"], "eeg"))
-        source = FieldTripSource(_spec(srv.port))
-        source.open()
+    with _opened_source(_stream(["Fz"], "eeg")) as (_, _, source):
         result: list[object] = []
         t = threading.Thread(target=lambda: result.append(source.read(30.0)))
         t.start()

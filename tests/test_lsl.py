@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from neurocast.streaming.lsl import LSLSource, describe_channels, write_loopback_config
+from neurocast.streaming.lsl import LSLSource, describe_channels, use_loopback_config
 from neurocast.streaming.ring import RingBuffer
 from neurocast.streaming.source import Chunk, SourceError, local_clock
 from neurocast.streaming.spec import LSLSpec
@@ -23,10 +19,7 @@ from neurocast.streaming.spec import LSLSpec
 # liblsl reads its configuration once per process, at the first LSL call: keep discovery on
 # this machine (no multicast needed) and isolate this run from other LSL users.
 if "LSLAPICFG" not in os.environ:
-    _cfg_dir = tempfile.mkdtemp(prefix="neurocast-lsl-")
-    atexit.register(shutil.rmtree, _cfg_dir, True)
-    _cfg = Path(_cfg_dir) / "lsl_api.cfg"
-    os.environ["LSLAPICFG"] = str(write_loopback_config(_cfg, f"nc-test-{uuid.uuid4().hex[:8]}"))
+    use_loopback_config(f"nc-test-{uuid.uuid4().hex[:8]}")
 
 import pylsl  # after LSLAPICFG is set
 

@@ -64,6 +64,14 @@ def motor_model(name: str = "bandpower", picks: list[str] = PICKS) -> BandPowerM
     return BandPowerModel(spec, WindowSpec(window_s=0.1, context_s=0.05), name)
 
 
+def model_span(stream: StreamInfo) -> int:
+    """Raw samples under one :func:`motor_model` window.
+
+    The model reads 0.15 s (18 samples at 120 Hz): 24 raw samples at EEGBCI's 160 Hz.
+    """
+    return int(np.ceil(18 * stream.sfreq / 120.0))
+
+
 @pytest.fixture(scope="module")
 def eegbci(shared_data: Path) -> tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]]:
     """12 s of PhysioNet EEGBCI S001R04 (64 EEG at 160 Hz) with source-clock timestamps."""
@@ -181,8 +189,7 @@ def test_markers_attach_to_the_windows_they_fall_in(
     n = 1600
     markers = [Marker(T0 + 2.0, "class/left"), Marker(T0 + 5.5031, "image/7")]
     results = list(decode_array(data[:, :n], times[:n], stream, [motor_model()], markers=markers))
-    # the model reads 0.15 s (18 samples at 120 Hz), which span 24 raw samples at 160 Hz
-    span = int(np.ceil(18 * stream.sfreq / 120.0))
+    span = model_span(stream)
     for r in results:
         t_start, t_end = times[r.window_end - span], times[r.window_end - 1]
         expected = [m for m in markers if t_start <= m.timestamp <= t_end]
@@ -206,7 +213,7 @@ def test_nan_windows_invalid_then_valid_again(
     ok = {r.window_end: r for r in decode_array(clean, times[:n], stream, [model])}
     got = run_live(DecodeEngine(stream, [model]), bad, times[:n], seed=3)
     got_batch = list(decode_array(bad, times[:n], stream, [model]))
-    span = int(np.ceil(18 * stream.sfreq / 120.0))
+    span = model_span(stream)
     for r in got + got_batch:
         hit_nan = r.window_end - span < 483 and r.window_end > 480
         hit_inf = r.window_end - span <= 700 < r.window_end
@@ -234,7 +241,7 @@ def test_gap_and_clock_jump_invalidate_spanning_windows(
     ts = times[:n].copy()
     ts[400:] += 0.5  # 80 samples lost at sample 400
     results = list(decode_array(data[:, :n], ts, stream, [motor_model()]))
-    span = int(np.ceil(18 * stream.sfreq / 120.0))
+    span = model_span(stream)
     for r in results:
         spans_gap = r.window_end - span < 400 < r.window_end
         assert r.valid is not spans_gap

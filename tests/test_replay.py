@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import uuid
 import warnings
@@ -17,17 +14,14 @@ import numpy as np
 import pytest
 
 from neurocast.clients.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
-from neurocast.streaming.lsl import LSLSource, write_loopback_config
+from neurocast.streaming.lsl import LSLSource, use_loopback_config
 from neurocast.streaming.replay import FieldTripPlayer, LSLPlayer, ReplaySource
 from neurocast.streaming.source import Chunk, SourceError, local_clock
 from neurocast.streaming.spec import FieldTripSpec, LSLSpec, ReplaySpec
 
 # liblsl reads its configuration once per process: keep discovery on this machine
 if "LSLAPICFG" not in os.environ:
-    _cfg_dir = tempfile.mkdtemp(prefix="neurocast-lsl-")
-    atexit.register(shutil.rmtree, _cfg_dir, True)
-    _cfg = Path(_cfg_dir) / "lsl_api.cfg"
-    os.environ["LSLAPICFG"] = str(write_loopback_config(_cfg, f"nc-test-{uuid.uuid4().hex[:8]}"))
+    use_loopback_config(f"nc-test-{uuid.uuid4().hex[:8]}")
 
 pytestmark = pytest.mark.timeout(60)
 

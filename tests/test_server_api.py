@@ -1,7 +1,5 @@
 """REST API of the real service under uvicorn: models, sessions, health, metrics, auth, errors."""
 
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import socket
@@ -11,28 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-# model_ids, models_dir and registry are fixtures: imported for pytest, shadowed by arguments
-from test_server_support import (  # noqa: F401
-    AUTH,
-    SIM_SPEC,
-    TOKEN,
-    model_ids,
-    models_dir,
-    registry,
-    serve,
-    wait_until,
-)
+from test_server_support import AUTH, SIM_SPEC, TOKEN, serve, server_fixture, wait_until
 
 from neurocast.clients.client import Client, NeurocastError
 
+pytest_plugins = ["test_server_support"]
 pytestmark = pytest.mark.timeout(120)
 
-
-@pytest.fixture(scope="module")
-def running(registry):
-    with serve(registry, max_sessions=3, session_open_wait_s=15.0) as pair:
-        yield pair
+running = server_fixture(max_sessions=3, session_open_wait_s=15.0)
 
 
 def _decoded(client: Client, session_id: str) -> bool:

@@ -1,7 +1,5 @@
 """Batch decoding over REST: uploads, data-root paths, result formats, bad files, parity."""
 
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import asyncio
@@ -14,22 +12,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import websockets
-
-# model_ids, models_dir and registry are fixtures: imported for pytest, shadowed by arguments
-from test_server_support import (  # noqa: F401
-    AUTH,
-    model_ids,
-    models_dir,
-    registry,
-    serve,
-    write_simulated_recording,
-    ws_url,
-)
+from test_server_support import AUTH, serve, write_simulated_recording, ws_url
 
 from neurocast.clients.client import NeurocastError, parse_message
 from neurocast.server.frames import SignalFrame
 from neurocast.server.schemas import ResultMessage, StatusMessage
 
+pytest_plugins = ["test_server_support"]
 pytestmark = pytest.mark.timeout(120)
 
 

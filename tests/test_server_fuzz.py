@@ -1,7 +1,5 @@
 """The REST API fuzzed from its OpenAPI schema (schemathesis): no 5xx, answers as documented."""
 
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import collections
@@ -16,15 +14,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from test_server_support import AUTH, serve
 
-# model_ids, models_dir and registry are fixtures: imported for pytest, shadowed by arguments
-from test_server_support import (  # noqa: F401
-    AUTH,
-    models_dir,
-    registry,
-    serve,
-)
-
+pytest_plugins = ["test_server_support"]
 pytestmark = pytest.mark.timeout(300)
 
 EXAMPLES = 10  # per operation

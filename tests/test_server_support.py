@@ -1,6 +1,7 @@
 """Helpers shared by the service tests: real models, a real server, misbehaving clients.
 
-Nothing here is a test; the service test modules import it.
+Nothing here is a test; the service test modules import its helpers and load its fixtures
+with ``pytest_plugins``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,17 @@ def serve(registry: ModelRegistry, **settings: Any) -> Iterator[tuple[ServerThre
     server = ServerThread(app)
     with server, Client(server.url, token=TOKEN) as client:
         yield server, client
+
+
+def server_fixture(**settings: Any) -> Any:
+    """A module-scoped ``running`` fixture: :func:`serve` of the test models with ``settings``."""
+
+    @pytest.fixture(scope="module")
+    def running(registry: ModelRegistry) -> Iterator[tuple[ServerThread, Client]]:
+        with serve(registry, **settings) as pair:
+            yield pair
+
+    return running
 
 
 def write_simulated_recording(path: Path, seconds: float, **spec: Any) -> Path:

@@ -1,7 +1,5 @@
 """WebSocket result streams against the real server: protocol, auth, slow and broken clients."""
 
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import asyncio
@@ -17,17 +15,12 @@ import httpx
 import numpy as np
 import pytest
 import websockets
-
-# model_ids, models_dir and registry are fixtures: imported for pytest, shadowed by arguments
-from test_server_support import (  # noqa: F401
+from test_server_support import (
     AUTH,
     SIM_SPEC,
     TOKEN,
-    model_ids,
-    models_dir,
     raw_websocket,
-    registry,
-    serve,
+    server_fixture,
     subscribe_frame,
     wait_until,
     ws_url,
@@ -37,13 +30,10 @@ from neurocast.clients.client import Message, parse_message
 from neurocast.server.frames import SignalFrame
 from neurocast.server.schemas import ResultMessage
 
+pytest_plugins = ["test_server_support"]
 pytestmark = pytest.mark.timeout(120)
 
-
-@pytest.fixture(scope="module")
-def running(registry):
-    with serve(registry, ws_queue_size=8, status_interval_s=0.5) as pair:
-        yield pair
+running = server_fixture(ws_queue_size=8, status_interval_s=0.5)
 
 
 @pytest.fixture(scope="module")

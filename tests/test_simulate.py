@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,9 @@ SFREQ = 250.0
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A forward-model cache shared by the whole session (never the user's ~/.cache)."""
     path = tmp_path_factory.mktemp("neurocast-cache")
-    old = os.environ.get("NEUROCAST_CACHE_DIR")
-    os.environ["NEUROCAST_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("NEUROCAST_CACHE_DIR", None)
-    else:
-        os.environ["NEUROCAST_CACHE_DIR"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("NEUROCAST_CACHE_DIR", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")
@@ -356,6 +351,7 @@ def test_source_paces_chunks_in_real_time(cache_dir: Path) -> None:
     spec = SimulatorSpec(sfreq=SFREQ, chunk_s=0.04, duration_s=1.0, realtime=True, seed=1)
     source = SimulatorSource(spec, cache_dir=cache_dir)
     assert source.status == "starting"
+    assert isinstance(source, Source)  # the protocol check does not need an open source
     with pytest.raises(SourceError, match="open"):
         _ = source.stream_info
     stream = source.open()

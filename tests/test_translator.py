@@ -15,19 +15,20 @@ from neurocast.models.runtime import OnnxWindowModel
 from neurocast.models.translation import (
     RidgeTranslator,
     TranslationModel,
-    TranslationWindow,
     TranslatorTrainConfig,
     check_windows,
-    evaluate_segment,
     export_translator,
     fit_translator,
+    torch_threads,
+)
+from neurocast.models.translation_data import (
+    TranslationWindow,
     recording_segment,
-    score_translation,
     simulate_segments,
     simulator_spec,
     ssp_projector,
-    torch_threads,
 )
+from neurocast.models.translation_scoring import evaluate_segment, score_translation
 from neurocast.models.translator import (
     EEGToMEGUNet,
     LinearTranslator,

@@ -9,20 +9,16 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+from fastapi import File, Form, Query, Response, UploadFile, status
 
-from ..deps import StateDep, require_token
+from ..deps import StateDep
 from ..errors import ApiError, resolve_under_root
 from ..jobs import Job, RecordingError, check_models, read_header, stream_of
 from ..schemas import JobList, JobResults, JobStatus, ResultFormat
 from ..tables import to_json, to_npz, to_parquet
-from .common import AUTH, error
+from .common import error, protected_router
 
-router = APIRouter(
-    tags=["batch decoding"],
-    dependencies=[Depends(require_token)],
-    responses=AUTH,
-)
+router = protected_router("batch decoding")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _COPY_CHUNK = 1 << 20

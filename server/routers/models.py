@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import Response
 
-from ..deps import StateDep, require_token
+from ..deps import StateDep
 from ..schemas import ModelInfo, ModelList
-from .common import AUTH, error
+from .common import error, protected_router
 
-router = APIRouter(
-    tags=["models"],
-    dependencies=[Depends(require_token)],
-    responses=AUTH,
-)
+router = protected_router("models")
 
 
 @router.get("/v1/models", response_model=ModelList, summary="List installed models")

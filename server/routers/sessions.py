@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import logging
 
-from fastapi import APIRouter, Depends, Response, WebSocket, WebSocketDisconnect, status
+from fastapi import APIRouter, Response, WebSocket, WebSocketDisconnect, status
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from ..deps import StateDep, require_token, token_ok, websocket_token, ws_state
+from ..deps import StateDep, token_ok, websocket_token, ws_state
 from ..hub import Hub, Outgoing, Subscriber
 from ..schemas import (
     ErrorMessage,
@@ -22,23 +22,18 @@ from ..schemas import (
     Subscribe,
     Subscribed,
 )
-from .common import AUTH, error
+from .common import error, protected_router
 
 logger = logging.getLogger(__name__)
 
 _NOT_FOUND = error(404, "No session with this id.")
 SUBSCRIBE_TIMEOUT_S = 30.0
 
-router = APIRouter(tags=["sessions"], responses=AUTH)
+router = protected_router("sessions")
 ws_router = APIRouter()
 
 
-@router.get(
-    "/v1/sessions",
-    response_model=SessionList,
-    summary="List sessions",
-    dependencies=[Depends(require_token)],
-)
+@router.get("/v1/sessions", response_model=SessionList, summary="List sessions")
 def list_sessions(state: StateDep) -> SessionList:
     """Every session, running or not, with its status."""
     return SessionList(sessions=state.sessions.statuses())
@@ -49,7 +44,6 @@ def list_sessions(state: StateDep) -> SessionList:
     response_model=SessionStatus,
     status_code=status.HTTP_201_CREATED,
     summary="Start a session",
-    dependencies=[Depends(require_token)],
     responses={
         201: {
             "description": "Created. The server waited up to `session_open_wait_s` for the "
@@ -73,7 +67,6 @@ async def create_session(body: SessionCreate, state: StateDep, response: Respons
     "/v1/sessions/{session_id}",
     response_model=SessionStatus,
     summary="A session's status",
-    dependencies=[Depends(require_token)],
     responses=_NOT_FOUND,
 )
 def get_session(session_id: str, state: StateDep) -> SessionStatus:
@@ -85,7 +78,6 @@ def get_session(session_id: str, state: StateDep) -> SessionStatus:
     "/v1/sessions/{session_id}",
     response_model=SessionStatus,
     summary="Stop a session",
-    dependencies=[Depends(require_token)],
     responses=_NOT_FOUND,
 )
 async def delete_session(session_id: str, state: StateDep) -> SessionStatus:
