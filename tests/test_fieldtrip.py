@@ -963,8 +963,14 @@ def test_source_clock_with_bursts_is_regular_and_never_ahead_of_receipt():
         ring.write(c.data, c.timestamps)
     ts = np.concatenate([c.timestamps for c in chunks])
     assert ts.shape == (200,)
-    np.testing.assert_allclose(np.diff(ts), 1 / sfreq, rtol=0, atol=1e-9)
-    assert ring.issues == []
+    # Between chunks the clock either runs on by one sample period or, when a burst arrives
+    # earlier than the clock predicted (scheduling decides that), its origin moves back: a
+    # backward step the ring reports. It never leaves a forward gap.
+    steps = np.diff(ts)
+    regular = np.isclose(steps, 1 / sfreq, rtol=0, atol=1e-9)
+    assert np.all(regular | (steps < 0))
+    assert all(i.kind == "clock_jump_backward" for i in ring.issues)
+    assert len(ring.issues) == int(np.sum(steps < 0))
 
 
 def test_sample_clock_moves_origin_back_when_samples_arrive_early():

@@ -86,6 +86,7 @@ def write_simulated_recording(path: Path, seconds: float, **spec: Any) -> Path:
 
 
 def ws_url(server: ServerThread, session_id: str) -> str:
+    """The WebSocket URL of a session's result stream on ``server``."""
     return f"ws://{server.host}:{server.port}/v1/sessions/{session_id}/stream"
 
 

@@ -89,11 +89,15 @@ async def delete_session(session_id: str, state: StateDep) -> SessionStatus:
     return await state.sessions.delete(session_id)
 
 
-async def _deny(websocket: WebSocket, code: int, problem: ErrorResponse) -> None:
+async def _deny(websocket: WebSocket, status_code: int, code: str, detail: str) -> None:
+    """Refuse the handshake with an HTTP error carrying an :class:`ErrorResponse` body."""
+    problem = ErrorResponse(code=code, detail=detail)
     try:
-        await websocket.send_denial_response(JSONResponse(problem.model_dump(), status_code=code))
+        await websocket.send_denial_response(
+            JSONResponse(problem.model_dump(), status_code=status_code)
+        )
     except RuntimeError:  # the server lacks the denial extension: a policy close instead
-        await websocket.close(code=1008, reason=problem.detail[:120])
+        await websocket.close(code=1008, reason=detail[:120])
 
 
 @ws_router.websocket("/v1/sessions/{session_id}/stream")
@@ -110,11 +114,8 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
         await _deny(
             websocket,
             status.HTTP_401_UNAUTHORIZED,
-            ErrorResponse(
-                code="unauthorized",
-                detail="Missing or wrong token: send 'Authorization: Bearer <token>' or "
-                "?token=<token>.",
-            ),
+            "unauthorized",
+            "Missing or wrong token: send 'Authorization: Bearer <token>' or ?token=<token>.",
         )
         return
     session = state.sessions.sessions.get(session_id)
@@ -122,10 +123,8 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
         await _deny(
             websocket,
             status.HTTP_404_NOT_FOUND,
-            ErrorResponse(
-                code="unknown_session",
-                detail=f"No session with id {session_id!r}; list them with GET /v1/sessions.",
-            ),
+            "unknown_session",
+            f"No session with id {session_id!r}; list them with GET /v1/sessions.",
         )
         return
     await websocket.accept()
@@ -133,14 +132,12 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     try:
         first = await asyncio.wait_for(_receive_subscribe(websocket), SUBSCRIBE_TIMEOUT_S)
     except TimeoutError:
-        await _close_with_error(
-            websocket, "subscribe_timeout", "Send a subscribe message first.", 1008
-        )
+        await _close_with_error(websocket, "subscribe_timeout", "Send a subscribe message first.")
         return
     except WebSocketDisconnect:
         return
     if isinstance(first, ErrorMessage):
-        await _close_with_error(websocket, first.code, first.detail, 1008)
+        await _close_with_error(websocket, first.code, first.detail)
         return
     if hub.closed:
         await websocket.send_text(StatusMessage(session=session.status()).model_dump_json())
@@ -215,7 +212,8 @@ async def _listen(websocket: WebSocket, hub: Hub, sub: Subscriber, simulated: bo
             _acknowledge(hub, sub, simulated)
 
 
-async def _close_with_error(websocket: WebSocket, code: str, detail: str, close_code: int) -> None:
-    with contextlib.suppress(Exception):
+async def _close_with_error(websocket: WebSocket, code: str, detail: str) -> None:
+    """Send an error message, then close with 1008 (policy violation)."""
+    with contextlib.suppress(Exception):  # the client may already be gone
         await websocket.send_text(ErrorMessage(code=code, detail=detail).model_dump_json())
-        await websocket.close(code=close_code)
+        await websocket.close(code=1008)
