@@ -403,7 +403,7 @@ def main() -> None:
                     f"{k} {v:.3f}" for k, v in scores.items()
                 ))  # fmt: skip
                 folds[f"{task}_{a.number}to{b.number}"] = {
-                    k: round(v, 4) for k, v in scores.items()
+                    k: v if k.startswith("export") else round(v, 4) for k, v in scores.items()
                 }
                 for k, v in scores.items():
                     per.setdefault(k, []).append(v)
