@@ -45,7 +45,11 @@ lint: $(VENV)/.dev
 models: $(VENV)/.dev
 	$(BIN)/neurocast train demo
 
-bench-quick: $(VENV)/.dev
+$(VENV)/.bench: pyproject.toml $(VENV)/.dev
+	$(BIN)/pip install -q -e '.[train,dev,bench]'
+	@touch $@
+
+bench-quick: $(VENV)/.bench
 	@for f in bench/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f --quick | tail -n 1 || exit 1; done
 
 clean:

@@ -94,6 +94,12 @@ TMIN, TMAX = -0.5, 0.9
 LR_TMIN, LR_TMAX, REJECT_V = -0.1, 0.8, 75e-6
 MIN_MARKERS = 20
 GALLERY_DIM = 32  # principal components of the 96 pictures' features
+# four electrodes cannot feed more than four independent spatial mixtures: besides the
+# small configuration, a narrower one, chosen per fold on validation trials
+CONFIGS = {
+    "small": small_config(),
+    "tiny": small_config(n_spatial=16, n_fourier=4, hidden=32, n_blocks=2, head_hidden=64),
+}
 logger = logging.getLogger("retrieval_n170")
 
 
@@ -262,8 +268,8 @@ def ours_scores(
     epochs_max: int,
     seed: int,
     max_steps: int | None = None,
-) -> tuple[NDArray[np.float64], float]:
-    """Brain-module scores of the test trials, and the top-5 category precision."""
+) -> tuple[NDArray[np.float64], float, str]:
+    """Brain-module scores of the test trials, top-5 category precision, chosen size."""
     epochs = trials.epochs
     spec0 = retrieval_spec(CHANNELS, context_s=CONTEXT_S, l_freq_hz=1.0, h_freq_hz=30.0)
     geo = WindowGeometry.from_seconds(WINDOW_S, CONTEXT_S, epochs.sfreq)
@@ -281,29 +287,35 @@ def ours_scores(
         ]
     )
     fit = np.setdiff1d(train, val)
-    module = make_brain_module(info, geo, targets.shape[1], small_config(spatial_dropout=0.2))
-    fit_brain_module(
-        module,
-        sampler,
-        fit,
-        val,
-        [end],
-        targets,
-        RetrievalTrainConfig(
-            lr=1e-3,
-            max_epochs=epochs_max,
-            patience=6,
-            batch_size=64,
-            max_steps_per_epoch=max_steps,
-            seed=seed,
-        ),
-    )
+    # two sizes, chosen per fold by the validation loss (never by test trials)
+    best: tuple[float, str, Any] = (np.inf, "", None)
+    for name, cfg in CONFIGS.items():
+        module = make_brain_module(info, geo, targets.shape[1], cfg)
+        result = fit_brain_module(
+            module,
+            sampler,
+            fit,
+            val,
+            [end],
+            targets,
+            RetrievalTrainConfig(
+                lr=1e-3,
+                max_epochs=epochs_max,
+                patience=6,
+                batch_size=64,
+                max_steps_per_epoch=max_steps,
+                seed=seed,
+            ),
+        )
+        if result.val_loss < best[0]:
+            best = (result.val_loss, name, module)
+    _, chosen, module = best
     pred = l2_normalize(predict_embeddings(module, sampler.windows(test, end), None, geo.n_context))
     scores = pred @ (targets[1] - targets[0])
     faces = np.array([lab == "faces" for lab in gallery.labels])
     top5 = np.argsort(-gallery.scores(pred), axis=1)[:, :5]
     right = faces[top5] == (trials.y[test][:, None] == 1)
-    return scores.astype(np.float64), float(right.mean())
+    return scores.astype(np.float64), float(right.mean()), chosen
 
 
 def _auc(y: NDArray, s: NDArray) -> float:
@@ -347,7 +359,10 @@ def main() -> None:
     wanted = (1, 3) if args.quick else (1, 3, 11)
     subjects = [s for s in wanted if (trials.subject == s).any()]
     figures: dict[str, Any] = {}
-    within_ours, within_lr, within_top5 = [], [], []
+    within_ours: list[float] = []
+    within_lr: list[float] = []
+    within_top5: list[float] = []
+    chosen: list[str] = []
     for s in subjects:
         idx = np.flatnonzero(trials.subject == s)
         recs = trials.recording[idx]
@@ -366,10 +381,11 @@ def main() -> None:
         top5 = []
         for tr, te in splits:
             s_lr[te] = lr_scores(trials.x_lr[idx[tr]], trials.y[idx[tr]], trials.x_lr[idx[te]])
-            s_ours[te], p = ours_scores(
+            s_ours[te], p, size = ours_scores(
                 trials, idx[tr], idx[te], info, targets, gallery, max_epochs, args.seed, max_steps
             )
             top5.append(p)
+            chosen.append(size)
         y = trials.y[idx]
         figures[f"ours_within_auc_s{s}"] = _auc(y, s_ours)
         figures[f"lr_within_auc_s{s}"] = _auc(y, s_lr)
@@ -390,16 +406,18 @@ def main() -> None:
     figures["lr_within_auc"] = round(float(np.mean(within_lr)), 4)
     figures["ours_within_top5_category"] = round(float(np.mean(within_top5)), 4)
 
-    cross_ours, cross_lr = [], []
+    cross_ours: list[float] = []
+    cross_lr: list[float] = []
     held_out = subjects[-1:] if args.quick else subjects
     for s in held_out:
         test = np.flatnonzero(trials.subject == s)
         train = np.flatnonzero(trials.subject != s)
         y = trials.y[test]
         a_lr = _auc(y, lr_scores(trials.x_lr[train], trials.y[train], trials.x_lr[test]))
-        so, _ = ours_scores(
+        so, _, size = ours_scores(
             trials, train, test, info, targets, gallery, max_epochs, args.seed, max_steps
         )
+        chosen.append(size)
         a_ours = _auc(y, so)
         figures[f"ours_cross_auc_s{s}"] = a_ours
         figures[f"lr_cross_auc_s{s}"] = a_lr
@@ -409,6 +427,7 @@ def main() -> None:
     figures["ours_cross_auc"] = round(float(np.mean(cross_ours)), 4)
     figures["lr_cross_auc"] = round(float(np.mean(cross_lr)), 4)
     figures.update(
+        ours_sizes_chosen={n: chosen.count(n) for n in CONFIGS},
         coding_check=check,
         data_checks=notes,
         n_trials=len(trials.y),

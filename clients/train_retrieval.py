@@ -244,11 +244,17 @@ def _recorded_epochs(
         raw = read_recording(path)
         picks = mne.pick_types(raw.info, meg=True, eeg=True, exclude="bads")
         raw.pick(picks)
-        onsets, rows = [], []
-        for onset, desc in zip(raw.annotations.onset, raw.annotations.description, strict=True):
-            if desc.startswith("image/") and desc[6:] in gallery:
-                onsets.append(round((onset - raw.first_time) * raw.info["sfreq"]))
-                rows.append(gallery.index_of(desc[6:]))
+        wanted = {
+            d: gallery.index_of(d[6:]) + 1
+            for d in set(raw.annotations.description)
+            if d.startswith("image/") and d[6:] in gallery
+        }
+        onsets: list[int] = []
+        rows: list[int] = []
+        if wanted:
+            events, _ = mne.events_from_annotations(raw, event_id=wanted, verbose="error")
+            onsets = (events[:, 0] - raw.first_samp).tolist()
+            rows = (events[:, 2] - 1).tolist()
         if not onsets:
             raise ValueError(
                 f"{path} has no 'image/<image_id>' annotation naming an image of gallery "

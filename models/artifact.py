@@ -795,6 +795,8 @@ def save_artifact(
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(proto.SerializeToString())
+        # mkstemp creates 0600; an artifact is shared like any model file
+        os.chmod(tmp, 0o644)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -251,3 +251,28 @@ def test_cli_bad_input(tmp_path: Path) -> None:
         == 2
     )
     assert not out.exists()
+
+
+def test_cli_trains_from_annotated_recording(tmp_path: Path, sim: Simulator) -> None:
+    """Recordings whose annotations name the image shown (image/<id>) are training data."""
+    g = _toy_gallery().save(tmp_path / "toy.npz")
+    rec = tmp_path / "session_raw.fif"
+    stream = Simulator(
+        sfreq=240.0,
+        modality="eeg",
+        seed=3,
+        subject_seed=0,
+        image_embeddings=sim.image_embeddings,
+        image_ids=sim.image_ids,
+    )
+    stream.simulate_raw(40.0).save(rec, verbose="error")
+    out = tmp_path / "rec.onnx"
+    args = ["train", "retrieval", "--gallery", str(g), "--out", str(out), "--data", str(rec)]
+    assert main([*args, "--epochs", "1", "--tmax", "0.2", "--no-ridge"]) == 0
+    meta = load_artifact(out).metadata
+    assert meta.simulated_training_data  # the recording says it is simulated
+    assert (
+        meta.provenance.data.startswith("SIMULATED") and "session_raw.fif" in meta.provenance.data
+    )
+    assert meta.input.ch_names == stream.stream_info.ch_names
+    assert "ridge_test_top5_mean" not in meta.metrics.values
