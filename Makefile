@@ -39,7 +39,7 @@ test: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff format --check streaming models server clients bench tests
 	$(BIN)/mypy streaming models server clients bench
 
 models: $(VENV)/.dev

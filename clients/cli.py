@@ -15,7 +15,19 @@ from collections.abc import Sequence
 # exit codes: 0 success, 1 runtime failure, 2 bad usage or input, 130 interrupted
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-COMMANDS: list[str] = ["gallery", "simulate", "info", "analyze", "replay", "serve", "decode", "watch", "demo", "train", "buffer"]
+COMMANDS: list[str] = [
+    "demo",
+    "serve",
+    "decode",
+    "watch",
+    "simulate",
+    "info",
+    "replay",
+    "buffer",
+    "train",
+    "gallery",
+    "analyze",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``info`` command."""
     parser = subparsers.add_parser(
         "info",
-        help="describe a recording (anything mne.io.read_raw reads)",
+        help="describe a recording (any format MNE reads, FieldTrip MAT included)",
         description=(
             "Print what MNE reads in a recording: channels by type, sampling rate, duration, "
             "annotations, stim-channel events and whether it is simulated. Exit code 2 if the "

@@ -276,3 +276,29 @@ def test_cli_trains_from_annotated_recording(tmp_path: Path, sim: Simulator) -> 
     )
     assert meta.input.ch_names == stream.stream_info.ch_names
     assert "ridge_test_top5_mean" not in meta.metrics.values
+
+
+def test_export_refuses_a_module_of_another_space(tmp_path: Path, sim: Simulator) -> None:
+    from neurocast.models.artifact import Provenance
+    from neurocast.models.brain_module import small_config
+    from neurocast.models.retrieval import export_retrieval, make_brain_module
+
+    geo = WindowGeometry.from_seconds(0.1, 0.2, 120.0)
+    module = make_brain_module(sim.info, geo, DIM + 1, small_config())
+    with pytest.raises(ValueError, match="train against this gallery"):
+        export_retrieval(
+            module,
+            tmp_path / "x.onnx",
+            gallery=_toy_gallery(),
+            info=sim.info,
+            spec=retrieval_spec(sim.stream_info.ch_names),
+            geometry=geo,
+            check_inputs=np.zeros((2, len(sim.info["ch_names"]), geo.total), np.float32),
+            name="x",
+            version="1",
+            provenance=Provenance(data="none", split="none"),
+            metrics={},
+            metrics_note="",
+            simulated_training_data=True,
+        )
+    assert not (tmp_path / "x.onnx").exists()
