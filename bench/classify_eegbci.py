@@ -133,10 +133,11 @@ def ours_fold(
         TrainConfig,
         build_classifier,
         evaluate,
+        export_check_inputs,
         fit,
         preprocess_recording,
         recording_power,
-        split_by_group,
+        split_windows,
         trial_windows,
         with_signal_scaling,
     )
@@ -158,8 +159,7 @@ def ours_fold(
         [p_test], [test_run.onsets_s], [test_run.labels], spec,
         tmin_s=TMIN_S, tmax_s=TMAX_S, stride_s=0.025,
     )  # fmt: skip
-    tr, va = split_by_group(windows.labels, windows.groups, VAL_FRACTION, seed=0)
-    train, val = windows.subset(tr), windows.subset(va)
+    train, val = split_windows(windows, VAL_FRACTION, seed=0)
     out: dict[str, float] = {}
     epoch_decisions = None
     for variant, kw in variants.items():
@@ -184,12 +184,10 @@ def ours_fold(
 
         _, mean = trial_log_proba(predict_log_proba(model, test), test.groups)
         epoch_decisions = mean.argmax(axis=1)
-        rng = np.random.default_rng(0)
-        check = test.batch(np.sort(rng.choice(len(test), 64, replace=False)))
         artifact = export_classifier(
             model,
             folder / f"eegbci-{train_run.number}.onnx",
-            check_inputs=check,
+            check_inputs=export_check_inputs(test, seed=0),
             name=f"eegbci-s001-r{train_run.number:02d}",
             version="1",
             input_spec=spec,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from .cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
@@ -126,21 +127,43 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_demo)
 
 
-def _set_threads(n: int | None) -> None:
-    import torch
+def run_training(train: Callable[[], str]) -> int:
+    """Run a training command's work and turn its errors into exit codes.
 
-    if n is not None:
-        if n < 1:
-            raise ValueError(f"--threads must be at least 1, got {n}.")
-        torch.set_num_threads(n)
+    Parameters
+    ----------
+    train : callable
+        Trains and exports; returns the line printed on success.
+
+    Returns
+    -------
+    code : int
+        ``EXIT_OK``; ``EXIT_USAGE`` when the input is wrong (missing file, bad value, invalid
+        artifact); ``EXIT_FAILURE`` when the exported graph does not reproduce the trained
+        model. The error is logged.
+    """
+    from neurocast.models.artifact import ArtifactError
+    from neurocast.models.export import ExportCheckError
+
+    try:
+        summary = train()
+    except (FileNotFoundError, ValueError, ArtifactError) as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    except ExportCheckError as exc:
+        logger.error("%s", exc)
+        return EXIT_FAILURE
+    print(summary)
+    return EXIT_OK
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """Rebuild the demo artifacts."""
     from neurocast.models.demo import ARTIFACT_DIR, build_demo_models
+    from neurocast.models.train import set_threads
 
     try:
-        _set_threads(args.threads)
+        set_threads(args.threads)
     except ValueError as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
@@ -157,21 +180,28 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_classifier(args: argparse.Namespace) -> int:
     """Train the scalogram classifier on annotated recordings and export it."""
+    return run_training(lambda: _train_classifier(args))
+
+
+def _train_classifier(args: argparse.Namespace) -> str:
+    """Train, score and export the classifier; returns the summary line."""
     import numpy as np
     from numpy.typing import NDArray
 
-    from neurocast.models.artifact import ArtifactError, InputSpec, Provenance
-    from neurocast.models.export import ExportCheckError, export_classifier, git_commit
+    from neurocast.models.artifact import InputSpec, Provenance
+    from neurocast.models.export import export_classifier, git_commit
     from neurocast.models.scalogram import ScalogramSpec
     from neurocast.models.train import (
         ScalogramWindows,
         TrainConfig,
         build_classifier,
         evaluate,
+        export_check_inputs,
         fit,
         preprocess_recording,
         recording_power,
-        split_by_group,
+        set_threads,
+        split_windows,
         trial_windows,
         with_signal_scaling,
     )
@@ -180,146 +210,135 @@ def run_classifier(args: argparse.Namespace) -> int:
     from neurocast.streaming.source import StreamInfo
 
     event_map = dict(args.event)
-    try:
-        _set_threads(args.threads)
-        if args.fmin <= 0 or args.fmax <= args.fmin or args.n_freqs < 1:
-            raise ValueError(
-                f"Need 0 < --fmin < --fmax and --n-freqs >= 1, got {args.fmin}, {args.fmax}, "
-                f"{args.n_freqs}."
-            )
-        raws = [read_recording(p, eegbci=args.eegbci) for p in args.data]
-        tests = [read_recording(p, eegbci=args.eegbci) for p in args.test_data]
-        first = raws[0]
-        import mne
+    set_threads(args.threads)
+    if args.fmin <= 0 or args.fmax <= args.fmin or args.n_freqs < 1:
+        raise ValueError(
+            f"Need 0 < --fmin < --fmax and --n-freqs >= 1, got {args.fmin}, {args.fmax}, "
+            f"{args.n_freqs}."
+        )
+    raws = [read_recording(p, eegbci=args.eegbci) for p in args.data]
+    tests = [read_recording(p, eegbci=args.eegbci) for p in args.test_data]
+    first = raws[0]
+    import mne
 
-        picks = mne.pick_types(first.info, meg=True, eeg=True, exclude="bads")
-        if not len(picks):
-            raise ValueError(f"{args.data[0]} has no EEG or MEG channels to decode.")
-        ch_names = [first.ch_names[i] for i in picks]
-        ch_types = [mne.channel_type(first.info, i) for i in picks]
-        sfreq = float(first.info["sfreq"])
-        rate = args.resample_hz or sfreq
-        freqs = np.geomspace(args.fmin, args.fmax, args.n_freqs)
-        spec = InputSpec(
-            ch_names=ch_names,
-            ch_types=ch_types,
-            sfreq_hz=sfreq,
-            window_s=args.window_ms / 1e3,
-            preprocess=PreprocessSpec(
-                picks=ch_names,
-                resample_hz=args.resample_hz,
-                l_freq_hz=args.l_freq,
-                h_freq_hz=args.h_freq,
-                line_freq_hz=args.line_freq,
-            ),
-            scalogram=ScalogramSpec(
-                sfreq_hz=rate,
-                freqs_hz=freqs.tolist(),
-                n_cycles=(args.cycles_per_hz * freqs).tolist(),
-            ),
+    picks = mne.pick_types(first.info, meg=True, eeg=True, exclude="bads")
+    if not len(picks):
+        raise ValueError(f"{args.data[0]} has no EEG or MEG channels to decode.")
+    ch_names = [first.ch_names[i] for i in picks]
+    ch_types = [mne.channel_type(first.info, i) for i in picks]
+    sfreq = float(first.info["sfreq"])
+    rate = args.resample_hz or sfreq
+    freqs = np.geomspace(args.fmin, args.fmax, args.n_freqs)
+    spec = InputSpec(
+        ch_names=ch_names,
+        ch_types=ch_types,
+        sfreq_hz=sfreq,
+        window_s=args.window_ms / 1e3,
+        preprocess=PreprocessSpec(
+            picks=ch_names,
+            resample_hz=args.resample_hz,
+            l_freq_hz=args.l_freq,
+            h_freq_hz=args.h_freq,
+            line_freq_hz=args.line_freq,
+        ),
+        scalogram=ScalogramSpec(
+            sfreq_hz=rate,
+            freqs_hz=freqs.tolist(),
+            n_cycles=(args.cycles_per_hz * freqs).tolist(),
+        ),
+    )
+
+    def recorded(
+        recordings: list[mne.io.BaseRaw],
+    ) -> tuple[list[NDArray[np.float32]], list[Trials]]:
+        signals, trials = [], []
+        for raw in recordings:
+            trials.append(find_trials(raw, event_map))
+            stream = StreamInfo(name=str(raw.filenames[0]), info=raw.info)
+            data = raw.get_data().astype(np.float32)
+            signals.append(preprocess_recording(data, stream, spec))
+        return signals, trials
+
+    def windows_of(
+        signals: list[NDArray[np.float32]], trials: list[Trials], stride_s: float
+    ) -> ScalogramWindows:
+        return trial_windows(
+            [recording_power(x, spec) for x in signals],
+            [t.onsets / t.sfreq for t in trials],
+            [t.labels for t in trials],
+            spec,
+            tmin_s=args.tmin,
+            tmax_s=args.tmax,
+            stride_s=stride_s,
         )
 
-        def recorded(
-            recordings: list[mne.io.BaseRaw],
-        ) -> tuple[list[NDArray[np.float32]], list[Trials]]:
-            signals, trials = [], []
-            for raw in recordings:
-                trials.append(find_trials(raw, event_map))
-                stream = StreamInfo(name=str(raw.filenames[0]), info=raw.info)
-                data = raw.get_data().astype(np.float32)
-                signals.append(preprocess_recording(data, stream, spec))
-            return signals, trials
-
-        def windows_of(
-            signals: list[NDArray[np.float32]], trials: list[Trials], stride_s: float
-        ) -> ScalogramWindows:
-            return trial_windows(
-                [recording_power(x, spec) for x in signals],
-                [t.onsets / t.sfreq for t in trials],
-                [t.labels for t in trials],
-                spec,
-                tmin_s=args.tmin,
-                tmax_s=args.tmax,
-                stride_s=stride_s,
-            )
-
-        signals, trials = recorded(raws)
-        class_names = trials[0].class_names
-        spec = with_signal_scaling(spec, signals)
-        windows = windows_of(signals, trials, args.train_stride_ms / 1e3)
-        tr, va = split_by_group(windows.labels, windows.groups, args.val_fraction, args.seed)
-        train, val = windows.subset(tr), windows.subset(va)
-        model = build_classifier(
-            train,
-            len(class_names),
-            backbone=args.backbone,
-            pretrained=not args.random_init,
-            mixing=args.mixing,
-            input_size=args.input_size,
-            weights=args.weights,
+    signals, trials = recorded(raws)
+    class_names = trials[0].class_names
+    spec = with_signal_scaling(spec, signals)
+    windows = windows_of(signals, trials, args.train_stride_ms / 1e3)
+    train, val = split_windows(windows, args.val_fraction, args.seed)
+    model = build_classifier(
+        train,
+        len(class_names),
+        backbone=args.backbone,
+        pretrained=not args.random_init,
+        mixing=args.mixing,
+        input_size=args.input_size,
+        weights=args.weights,
+        seed=args.seed,
+    )
+    result = fit(
+        model,
+        train,
+        val,
+        TrainConfig(
+            max_epochs=args.epochs,
+            patience=args.patience,
+            batch_size=args.batch_size,
             seed=args.seed,
-        )
-        result = fit(
-            model,
-            train,
-            val,
-            TrainConfig(
-                max_epochs=args.epochs,
-                patience=args.patience,
-                batch_size=args.batch_size,
-                seed=args.seed,
+        ),
+    )
+    metrics = {
+        "val_window_balanced_accuracy": result.val_balanced_accuracy,
+        "best_epoch": float(result.best_epoch),
+    }
+    check = val
+    if tests:
+        test = windows_of(*recorded(tests), spec.stride_s)
+        scores = evaluate(model, test)
+        metrics["test_window_balanced_accuracy"] = scores["window_balanced_accuracy"]
+        metrics["test_trial_balanced_accuracy"] = scores["trial_balanced_accuracy"]
+        check = test
+    artifact = export_classifier(
+        model,
+        args.out,
+        check_inputs=export_check_inputs(check, args.seed),
+        name=args.name or args.out.stem,
+        version=args.version,
+        input_spec=spec,
+        class_names=class_names,
+        provenance=Provenance(
+            data="; ".join(str(p) for p in args.data),
+            split=(
+                f"train/validation: trials of the training recordings, {args.val_fraction:g} "
+                "of each class's trials held out for early stopping; test: "
+                + ("; ".join(str(p) for p in args.test_data) or "none")
             ),
-        )
-        metrics = {
-            "val_window_balanced_accuracy": result.val_balanced_accuracy,
-            "best_epoch": float(result.best_epoch),
-        }
-        check = val
-        if tests:
-            test = windows_of(*recorded(tests), spec.stride_s)
-            scores = evaluate(model, test)
-            metrics["test_window_balanced_accuracy"] = scores["window_balanced_accuracy"]
-            metrics["test_trial_balanced_accuracy"] = scores["trial_balanced_accuracy"]
-            check = test
-        rng = np.random.default_rng(args.seed)
-        sample = np.sort(rng.choice(len(check), min(64, len(check)), replace=False))
-        artifact = export_classifier(
-            model,
-            args.out,
-            check_inputs=check.batch(sample),
-            name=args.name or args.out.stem,
-            version=args.version,
-            input_spec=spec,
-            class_names=class_names,
-            provenance=Provenance(
-                data="; ".join(str(p) for p in args.data),
-                split=(
-                    f"train/validation: trials of the training recordings, {args.val_fraction:g} "
-                    "of each class's trials held out for early stopping; test: "
-                    + ("; ".join(str(p) for p in args.test_data) or "none")
-                ),
-                seed=args.seed,
-                git_commit=git_commit(),
-            ),
-            metrics=metrics,
-            metrics_note=(
-                f"Balanced accuracy of {args.window_ms:g} ms windows ending {args.tmin:g}-"
-                f"{args.tmax:g} s after each trial onset (validation: every "
-                f"{args.train_stride_ms:g} ms; test: every {spec.stride_s * 1e3:g} ms); trial "
-                "decision = mean window log-probability."
-            ),
-            simulated_training_data=False,
-            description=(
-                f"Scalogram transfer classifier ({args.backbone}, "
-                f"{'random init' if args.random_init else 'ImageNet init'}, {args.mixing} "
-                f"mixing, {args.input_size} px) of {', '.join(class_names)}."
-            ),
-        )
-    except (FileNotFoundError, ValueError, ArtifactError) as exc:
-        logger.error("%s", exc)
-        return EXIT_USAGE
-    except ExportCheckError as exc:
-        logger.error("%s", exc)
-        return EXIT_FAILURE
-    print(f"wrote {artifact.path} ({artifact.size_bytes / 1e6:.1f} MB): {metrics}")
-    return EXIT_OK
+            seed=args.seed,
+            git_commit=git_commit(),
+        ),
+        metrics=metrics,
+        metrics_note=(
+            f"Balanced accuracy of {args.window_ms:g} ms windows ending {args.tmin:g}-"
+            f"{args.tmax:g} s after each trial onset (validation: every "
+            f"{args.train_stride_ms:g} ms; test: every {spec.stride_s * 1e3:g} ms); trial "
+            "decision = mean window log-probability."
+        ),
+        simulated_training_data=False,
+        description=(
+            f"Scalogram transfer classifier ({args.backbone}, "
+            f"{'random init' if args.random_init else 'ImageNet init'}, {args.mixing} "
+            f"mixing, {args.input_size} px) of {', '.join(class_names)}."
+        ),
+    )
+    return f"wrote {artifact.path} ({artifact.size_bytes / 1e6:.1f} MB): {metrics}"

@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from .cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from .cmd_train import run_training
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_align(args: argparse.Namespace) -> int:
     """Simulate, train, score and export both encoders."""
+    return run_training(lambda: _train_align(args))
+
+
+def _train_align(args: argparse.Namespace) -> str:
+    """Train and export both encoders; returns the summary line."""
     import numpy as np
     from numpy.typing import NDArray
 
@@ -65,84 +70,74 @@ def run_align(args: argparse.Namespace) -> int:
         fit_aligned,
         simulate_aligned_epochs,
     )
-    from neurocast.models.artifact import ArtifactError
-    from neurocast.models.export import ExportCheckError
     from neurocast.streaming.simulate import default_image_set, load_image_set
     from neurocast.streaming.spec import SimulatorSpec
 
-    try:
-        if args.repeats < 2 or args.test_repeats < 2:
-            raise ValueError("--repeats and --test-repeats must be at least 2.")
-        n_total = args.n_images + args.n_test_images
-        if args.gallery is not None:
-            emb, ids = load_image_set(args.gallery)
-            if len(emb) < n_total:
-                raise ValueError(
-                    f"{args.gallery} holds {len(emb)} images; --n-images + --n-test-images "
-                    f"asks for {n_total}."
-                )
-        else:
-            emb, ids = default_image_set(n_total, 64, seed=args.seed)
-        rng = np.random.default_rng(args.seed)
-        images = rng.permutation(len(emb))[:n_total]
-        train_img, test_img = images[: args.n_images], images[args.n_images :]
-        spec = SimulatorSpec(
-            sfreq=args.sim_sfreq,
-            info_path=None if args.info is None else str(args.info),
-            noise_cov_path=None if args.noise_cov is None else str(args.noise_cov),
-            subject_seed=args.seed,
-            realtime=False,
+    if args.repeats < 2 or args.test_repeats < 2:
+        raise ValueError("--repeats and --test-repeats must be at least 2.")
+    n_total = args.n_images + args.n_test_images
+    if args.gallery is not None:
+        emb, ids = load_image_set(args.gallery)
+        if len(emb) < n_total:
+            raise ValueError(
+                f"{args.gallery} holds {len(emb)} images; --n-images + --n-test-images "
+                f"asks for {n_total}."
+            )
+    else:
+        emb, ids = default_image_set(n_total, 64, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    images = rng.permutation(len(emb))[:n_total]
+    train_img, test_img = images[: args.n_images], images[args.n_images :]
+    spec = SimulatorSpec(
+        sfreq=args.sim_sfreq,
+        info_path=None if args.info is None else str(args.info),
+        noise_cov_path=None if args.noise_cov is None else str(args.noise_cov),
+        subject_seed=args.seed,
+        realtime=False,
+    )
+
+    def trials(rows: NDArray[np.intp], repeats: int, seed: int) -> AlignedEpochs:
+        order = rng.permutation(np.repeat(rows, repeats))
+        return simulate_aligned_epochs(
+            spec, emb, order, image_ids=ids, noise_scale=args.noise_scale, seed=seed
         )
 
-        def trials(rows: NDArray[np.intp], repeats: int, seed: int) -> AlignedEpochs:
-            order = rng.permutation(np.repeat(rows, repeats))
-            return simulate_aligned_epochs(
-                spec, emb, order, image_ids=ids, noise_scale=args.noise_scale, seed=seed
-            )
-
-        train = trials(train_img, args.repeats, 2 * args.seed + 1)
-        test = trials(test_img, args.test_repeats, 2 * args.seed + 2)
-        model = fit_aligned(
-            train,
-            AlignTrainConfig(
-                max_epochs=args.epochs,
-                patience=args.patience,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                n_threads=args.threads,
-                seed=args.seed,
-                progress=True,
-            ),
+    train = trials(train_img, args.repeats, 2 * args.seed + 1)
+    test = trials(test_img, args.test_repeats, 2 * args.seed + 2)
+    model = fit_aligned(
+        train,
+        AlignTrainConfig(
+            max_epochs=args.epochs,
+            patience=args.patience,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            n_threads=args.threads,
+            seed=args.seed,
+            progress=True,
+        ),
+    )
+    metrics = evaluate_aligned(model, test)
+    note = (
+        f"Held-out images ({len(test_img)}, {args.test_repeats} trials each, never seen in "
+        "training): decode_* single trials against all test images; encode_2way image "
+        "embedding against the mean representations of the test images; conversion_* "
+        "mean representation of half the trials against the other modality's other half, "
+        "normalised by that modality's split-half ceiling. Noise x"
+        f"{args.noise_scale:g}; SIMULATED data."
+    )
+    written = []
+    for modality in ("eeg", "meg"):
+        artifact = export_encoder(
+            model,
+            modality,
+            args.out_dir / f"{args.name}-{modality}.onnx",
+            check_data=test,
+            name=f"{args.name}-{modality}",
+            version=args.version,
+            stream_sfreq=spec.sfreq,
+            metrics=metrics,
+            metrics_note=note,
+            seed=args.seed,
         )
-        metrics = evaluate_aligned(model, test)
-        note = (
-            f"Held-out images ({len(test_img)}, {args.test_repeats} trials each, never seen in "
-            "training): decode_* single trials against all test images; encode_2way image "
-            "embedding against the mean representations of the test images; conversion_* "
-            "mean representation of half the trials against the other modality's other half, "
-            "normalised by that modality's split-half ceiling. Noise x"
-            f"{args.noise_scale:g}; SIMULATED data."
-        )
-        written = []
-        for modality in ("eeg", "meg"):
-            artifact = export_encoder(
-                model,
-                modality,
-                args.out_dir / f"{args.name}-{modality}.onnx",
-                check_data=test,
-                name=f"{args.name}-{modality}",
-                version=args.version,
-                stream_sfreq=spec.sfreq,
-                metrics=metrics,
-                metrics_note=note,
-                seed=args.seed,
-            )
-            written.append(str(artifact.path))
-    except (FileNotFoundError, ValueError, ArtifactError) as exc:
-        logger.error("%s", exc)
-        return EXIT_USAGE
-    except ExportCheckError as exc:
-        logger.error("%s", exc)
-        return EXIT_FAILURE
-    print(f"wrote {', '.join(written)} (SIMULATED training data): {json.dumps(metrics)}")
-    return EXIT_OK
+        written.append(str(artifact.path))
+    return f"wrote {', '.join(written)} (SIMULATED training data): {json.dumps(metrics)}"

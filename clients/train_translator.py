@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from .cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from .cmd_train import run_training
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_translator(args: argparse.Namespace) -> int:
     """Simulate, train, score and export."""
-    from neurocast.models.artifact import ArtifactError
-    from neurocast.models.export import ExportCheckError
+    return run_training(lambda: _train_translator(args))
+
+
+def _train_translator(args: argparse.Namespace) -> str:
+    """Train, score and export the translator; returns the summary line."""
     from neurocast.models.translation import (
         TranslatorTrainConfig,
         export_translator,
@@ -82,84 +85,76 @@ def run_translator(args: argparse.Namespace) -> int:
     from neurocast.models.translation_scoring import evaluate_segment
     from neurocast.models.translator import TranslatorConfig
 
-    try:
-        if args.subjects < 1 or args.seconds <= 0:
-            raise ValueError("--subjects must be >= 1 and --seconds positive.")
-        window = TranslationWindow(
-            sfreq_hz=args.sfreq,
-            l_freq_hz=args.l_freq,
-            h_freq_hz=args.h_freq,
-            window_s=args.window_ms / 1e3,
-            context_s=args.context_ms / 1e3,
-            multiple=2**args.depth,
-        )
-        spec = simulator_spec(args.info, args.noise_cov, sfreq=args.sim_sfreq)
-        base = 1000 * args.seed
-        seeds = [base + i for i in range(1, args.subjects + 1)]
-        train = simulate_segments(spec, window, seeds, args.seconds, progress=True)
-        val = simulate_segments(spec, window, [base + args.subjects + 1], args.seconds)
-        test = simulate_segments(spec, window, [base + args.subjects + 2], args.seconds)
-        first = train[0]
-        config = TranslatorConfig(
-            n_eeg=len(first.eeg_names),
-            n_meg=len(first.meg_names),
-            n_times=window.n_times,
-            base_channels=args.base_channels,
-            depth=args.depth,
-            lstm_hidden=args.lstm_hidden,
-        )
-        model = fit_translator(
-            train,
-            val,
-            window,
-            config,
-            TranslatorTrainConfig(
-                max_steps=args.steps,
-                batch_size=args.batch_size,
-                n_threads=args.threads,
-                seed=args.seed,
-            ),
-            progress=True,
-        )
-        metrics: dict[str, float] = {}
-
-        def add_scores(prefix: str, segment: SimultaneousSegment) -> None:
-            # the exported model's figures carry no suffix, the other model's its name
-            for which in ("net", "ridge"):
-                suffix = "" if which == args.model else f"_{which}"
-                summary = evaluate_segment(model, segment, which).summary()
-                for key in ("corr_mag", "corr_grad", "ev_mag", "ev_grad"):
-                    metrics[f"{prefix}_{key}{suffix}"] = summary[key]
-
-        add_scores("sim", test[0])
-        projs = meg_projectors(args.ssp_from) if args.ssp_from else None
-        for path in args.eval:
-            segment = recording_segment(
-                path, model.eeg_names, model.meg_names, window, extra_bads=args.bads, projs=projs
-            )
-            add_scores(path.stem, segment)
-        artifact = export_translator(
-            model,
-            args.out,
-            which=args.model,
-            check_segment=test[0],
-            name=args.name or args.out.stem,
-            version=args.version,
-            stream_sfreq=spec.sfreq,
-            metrics=metrics,
-            metrics_note=(
-                "Median over MEG sensors of the correlation (corr) and explained variance (ev) "
-                "of translated against simulated (sim_: a held-out simulated subject) or "
-                "recorded MEG, per magnetometers and gradiometers; *_ridge: the ridge baseline "
-                "on the same windows."
-            ),
+    if args.subjects < 1 or args.seconds <= 0:
+        raise ValueError("--subjects must be >= 1 and --seconds positive.")
+    window = TranslationWindow(
+        sfreq_hz=args.sfreq,
+        l_freq_hz=args.l_freq,
+        h_freq_hz=args.h_freq,
+        window_s=args.window_ms / 1e3,
+        context_s=args.context_ms / 1e3,
+        multiple=2**args.depth,
+    )
+    spec = simulator_spec(args.info, args.noise_cov, sfreq=args.sim_sfreq)
+    base = 1000 * args.seed
+    seeds = [base + i for i in range(1, args.subjects + 1)]
+    train = simulate_segments(spec, window, seeds, args.seconds, progress=True)
+    val = simulate_segments(spec, window, [base + args.subjects + 1], args.seconds)
+    test = simulate_segments(spec, window, [base + args.subjects + 2], args.seconds)
+    first = train[0]
+    config = TranslatorConfig(
+        n_eeg=len(first.eeg_names),
+        n_meg=len(first.meg_names),
+        n_times=window.n_times,
+        base_channels=args.base_channels,
+        depth=args.depth,
+        lstm_hidden=args.lstm_hidden,
+    )
+    model = fit_translator(
+        train,
+        val,
+        window,
+        config,
+        TranslatorTrainConfig(
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            n_threads=args.threads,
             seed=args.seed,
+        ),
+        progress=True,
+    )
+    metrics: dict[str, float] = {}
+
+    def add_scores(prefix: str, segment: SimultaneousSegment) -> None:
+        # the exported model's figures carry no suffix, the other model's its name
+        for which in ("net", "ridge"):
+            suffix = "" if which == args.model else f"_{which}"
+            summary = evaluate_segment(model, segment, which).summary()
+            for key in ("corr_mag", "corr_grad", "ev_mag", "ev_grad"):
+                metrics[f"{prefix}_{key}{suffix}"] = summary[key]
+
+    add_scores("sim", test[0])
+    projs = meg_projectors(args.ssp_from) if args.ssp_from else None
+    for path in args.eval:
+        segment = recording_segment(
+            path, model.eeg_names, model.meg_names, window, extra_bads=args.bads, projs=projs
         )
-    except (FileNotFoundError, ValueError, ArtifactError) as exc:
-        logger.error("%s", exc)
-        return EXIT_USAGE
-    except ExportCheckError as exc:
-        logger.error("%s", exc)
-        return EXIT_FAILURE
-    print(f"wrote {artifact.path} (SIMULATED training data): {json.dumps(metrics)}")
-    return EXIT_OK
+        add_scores(path.stem, segment)
+    artifact = export_translator(
+        model,
+        args.out,
+        which=args.model,
+        check_segment=test[0],
+        name=args.name or args.out.stem,
+        version=args.version,
+        stream_sfreq=spec.sfreq,
+        metrics=metrics,
+        metrics_note=(
+            "Median over MEG sensors of the correlation (corr) and explained variance (ev) "
+            "of translated against simulated (sim_: a held-out simulated subject) or "
+            "recorded MEG, per magnetometers and gradiometers; *_ridge: the ridge baseline "
+            "on the same windows."
+        ),
+        seed=args.seed,
+    )
+    return f"wrote {artifact.path} (SIMULATED training data): {json.dumps(metrics)}"

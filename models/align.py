@@ -77,8 +77,7 @@ from .retrieval import (
     split_by_image,
     top_k_accuracy,
 )
-from .train import set_seed
-from .translation import torch_threads
+from .train import set_seed, torch_threads
 
 logger = logging.getLogger(__name__)
 

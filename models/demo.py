@@ -30,10 +30,11 @@ from .train import (
     TrainConfig,
     build_classifier,
     evaluate,
+    export_check_inputs,
     fit,
     preprocess_recording,
     recording_power,
-    split_by_group,
+    split_windows,
     trial_windows,
     with_signal_scaling,
 )
@@ -187,8 +188,7 @@ def train_simulated_classifier(
     signal, trials = recorded(train_sim, config.train_s)
     spec = with_signal_scaling(spec, [signal])
     windows = windows_of(signal, trials, config.train_stride_s)
-    tr, va = split_by_group(windows.labels, windows.groups, config.val_fraction, config.seed)
-    train, val = windows.subset(tr), windows.subset(va)
+    train, val = split_windows(windows, config.val_fraction, config.seed)
     model = build_classifier(
         train,
         len(class_names),
@@ -202,13 +202,11 @@ def train_simulated_classifier(
     test = windows_of(*recorded(Simulator(seed=config.seed + 1), config.test_s), spec.stride_s)
     scores = evaluate(model, test)
     logger.info("Held-out simulated stream: %s", scores)
-    rng = np.random.default_rng(config.seed)
-    check = test.batch(np.sort(rng.choice(len(test), min(64, len(test)), replace=False)))
     settings = {k: v for k, v in asdict(config).items() if k != "train"}
     return export_classifier(
         model,
         path,
-        check_inputs=check,
+        check_inputs=export_check_inputs(test, config.seed),
         name=name,
         version=version,
         input_spec=spec,

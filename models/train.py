@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import logging
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +39,31 @@ def set_seed(seed: int) -> np.random.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+def set_threads(n: int | None) -> None:
+    """Make torch use ``n`` intra-op threads from now on (None: leave torch's choice).
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is less than 1.
+    """
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"--threads must be at least 1, got {n}.")
+        torch.set_num_threads(n)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch on ``n`` intra-op threads inside the block, restoring the setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -313,6 +340,52 @@ def split_by_group(
         val_groups += rng.permutation(trials)[:n_val].tolist()
     is_val = np.isin(groups, val_groups)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def split_windows(
+    windows: ScalogramWindows, val_fraction: float, seed: int
+) -> tuple[ScalogramWindows, ScalogramWindows]:
+    """Training and validation windows, split by whole trials per class (:func:`split_by_group`).
+
+    Parameters
+    ----------
+    windows : ScalogramWindows
+        Windows of the training recordings.
+    val_fraction : float
+        Fraction of each class's trials held out for validation.
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    train, val : ScalogramWindows
+        The two subsets.
+    """
+    tr, va = split_by_group(windows.labels, windows.groups, val_fraction, seed)
+    return windows.subset(tr), windows.subset(va)
+
+
+def export_check_inputs(
+    windows: ScalogramWindows, seed: int, n_max: int = 64
+) -> NDArray[np.float32]:
+    """A seeded random sample of held-out windows, in order, for the ONNX-versus-torch check.
+
+    Parameters
+    ----------
+    windows : ScalogramWindows
+        Held-out windows (test, or validation when there is no test data).
+    seed : int
+        Seed of the draw.
+    n_max : int
+        Most windows drawn (all of them when there are fewer).
+
+    Returns
+    -------
+    inputs : array, shape (n, n_channels, n_freqs, n_times)
+        The model inputs of the drawn windows.
+    """
+    rng = np.random.default_rng(seed)
+    return windows.batch(np.sort(rng.choice(len(windows), min(n_max, len(windows)), replace=False)))
 
 
 @dataclass(frozen=True)

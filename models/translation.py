@@ -14,8 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from neurocast.streaming.simulate import SIMULATED_TAG
 
 from .artifact import Artifact, InputSpec, OutputSpec
 from .checked_export import export_checked
-from .train import set_seed
+from .train import set_seed, torch_threads
 from .translation_data import (
     SimultaneousSegment,
     TranslationScaling,
@@ -158,17 +157,6 @@ class RidgeTranslator:
 
 
 # --------------------------------------------------------------------------- training
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run torch on ``n`` intra-op threads inside the block, restoring the setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import torch
 from neurocast.clients.cli import EXIT_OK, EXIT_USAGE, main
 from neurocast.models.artifact import StreamMismatchError, load_artifact
 from neurocast.models.runtime import OnnxWindowModel
+from neurocast.models.train import torch_threads
 from neurocast.models.translation import (
     RidgeTranslator,
     TranslationModel,
@@ -19,7 +20,6 @@ from neurocast.models.translation import (
     check_windows,
     export_translator,
     fit_translator,
-    torch_threads,
 )
 from neurocast.models.translation_data import (
     TranslationWindow,
