@@ -27,7 +27,7 @@ the 0.2 s before the window, robust scaling, clip ±20):
 
 Windows: the whole response (0–0.8 s after onset) for the headline figures, and 100 ms
 windows every 25 ms for the time-resolved curve written to
-``bench/out/retrieval_sim_time.png``: one brain module and one ridge trained on all window
+``bench/out/retrieval_sim_time.png`` (``retrieval_sim_time_quick.png`` with ``--quick``): one brain module and one ridge trained on all window
 positions from 0 to 0.8 s (the decoders a stream needs, since it does not know when an image
 appeared), and the classic time-resolved ridge, one per window position.
 
@@ -370,8 +370,9 @@ def plot(curves: dict[str, dict[str, Any]], path: Path) -> None:
         ax.set_title(f"SIMULATED MEG, noise {level}: 100 ms windows every 25 ms")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"top-5 retrieval among {c['g'] + 1} held-out images (%)")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -424,7 +425,7 @@ def main() -> None:
         figures[f"{prefix}ratio_vs_ridge"] = (
             round(ours / ridge, 3) if ridge and ours is not None else None
         )
-    png = OUT / "retrieval_sim_time.png"
+    png = OUT / ("retrieval_sim_time_quick.png" if args.quick else "retrieval_sim_time.png")
     plot(curves, png)
     figures.update(
         simulated=True,
