@@ -85,7 +85,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_retrieval(args: argparse.Namespace) -> int:
     """Train, measure and export a retrieval brain module."""
     import numpy as np
-    import torch
 
     from neurocast.models.artifact import ArtifactError, Provenance
     from neurocast.models.brain_module import BrainModuleConfig, small_config
@@ -97,17 +96,16 @@ def run_retrieval(args: argparse.Namespace) -> int:
         fit_retrieval,
         retrieval_spec,
     )
+    from neurocast.models.train import set_threads
 
     try:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}.")
+        set_threads(args.threads)
         if not 0 < args.test_fraction < 1:
             raise ValueError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}.")
         if args.repeats < 1:
             raise ValueError(f"--repeats must be at least 1, got {args.repeats}.")
         if not args.tmin < args.tmax:
             raise ValueError(f"--tmin ({args.tmin}) must be below --tmax ({args.tmax}).")
-        torch.set_num_threads(args.threads)
         gallery = Gallery.load(args.gallery)
         if gallery.n_images < 10:
             raise ValueError(
