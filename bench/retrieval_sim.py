@@ -27,7 +27,8 @@ the 0.2 s before the window, robust scaling, clip ±20):
 
 Windows: the whole response (0–0.8 s after onset) for the headline figures, and 100 ms
 windows every 25 ms for the time-resolved curve written to
-``bench/out/retrieval_sim_time.png`` (``retrieval_sim_time_quick.png`` with ``--quick``): one brain module and one ridge trained on all window
+``bench/out/retrieval_sim_time.png`` (``retrieval_sim_time_quick.png`` with ``--quick``):
+one brain module and one ridge trained on all window
 positions from 0 to 0.8 s (the decoders a stream needs, since it does not know when an image
 appeared), and the classic time-resolved ridge, one per window position.
 
