@@ -290,7 +290,7 @@ def ours_scores(
     # two sizes, chosen per fold by the validation loss (never by test trials)
     best: tuple[float, str, Any] = (np.inf, "", None)
     for name, cfg in CONFIGS.items():
-        module = make_brain_module(info, geo, targets.shape[1], cfg)
+        module = make_brain_module(info, geo, targets.shape[1], cfg, seed)
         result = fit_brain_module(
             module,
             sampler,

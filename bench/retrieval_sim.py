@@ -260,7 +260,7 @@ def evaluate_level(
     figures["ridge_alpha"] = ridge.alpha
     figures["ridge_fit_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    module = make_brain_module(sim.info, geo, emb.shape[1], small_config())
+    module = make_brain_module(sim.info, geo, emb.shape[1], small_config(), seed)
     result = fit_brain_module(
         module,
         sampler,
@@ -294,7 +294,7 @@ def evaluate_level(
     pooled = RidgeRetrieval().fit(x, emb[epochs.image_rows[pairs[:, 0]]])
     logger.info("100 ms pooled ridge fitted in %.0f s", time.perf_counter() - t0)
     t0 = time.perf_counter()
-    module = make_brain_module(sim.info, geo, emb.shape[1], small_config())
+    module = make_brain_module(sim.info, geo, emb.shape[1], small_config(), seed)
     fit_brain_module(
         module,
         sampler,

@@ -663,9 +663,18 @@ def predict_embeddings(
 
 
 def make_brain_module(
-    info: mne.Info, geometry: WindowGeometry, out_dim: int, config: BrainModuleConfig
+    info: mne.Info,
+    geometry: WindowGeometry,
+    out_dim: int,
+    config: BrainModuleConfig,
+    seed: int | None = None,
 ) -> BrainModule:
-    """A brain module for the channels of ``info`` (positions from it) and a window size."""
+    """A brain module for the channels of ``info`` (positions from it) and a window size.
+
+    ``seed`` seeds torch before the weights are initialised, for reproducible runs.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
     return BrainModule(sensor_positions_2d(info), geometry.n_window, out_dim, config)
 
 
@@ -999,7 +1008,7 @@ def fit_retrieval(
     fit_idx, val_idx = split_by_image(epochs.image_rows[train_idx], tc.val_fraction, tc.seed)
     picks = [info["ch_names"].index(c) for c in epochs.ch_names]
     module = make_brain_module(
-        mne.pick_info(info, picks), geometry, emb.shape[1], config or BrainModuleConfig()
+        mne.pick_info(info, picks), geometry, emb.shape[1], config or BrainModuleConfig(), tc.seed
     )
     result = fit_brain_module(
         module, sampler, train_idx[fit_idx], train_idx[val_idx], ends, emb, tc
