@@ -265,7 +265,7 @@ def build_gallery(
         Project the 1280 features onto their first ``dim`` principal components (fitted on
         these images) before normalising; None keeps the features. Galleries of more than
         about 10,000 images need ``dim <= 128`` to answer a query within 2 ms (see
-        ``bench/gallery_search.py``).
+        ``bench/gallery.py``).
     like : Gallery | None
         Put the images in the space of an existing gallery (its image model and projection),
         so that decoders trained against one search the other. Excludes ``dim``.

@@ -15,7 +15,7 @@ are its percentiles over queries, and the figures are medians over rounds. Headl
 threads (the target: p99 <= 2 ms); ``query_ms_100k_p99`` repeats the latter under the issue's
 name, and ``query_ms_<n>_d<dim>_t<threads>_{p50,p99}`` give every configuration.
 
-Usage: ``python bench/gallery_search.py [--quick]``; the last stdout line is a JSON object.
+Usage: ``python bench/gallery.py [--quick]``; the last stdout line is a JSON object.
 """
 
 from __future__ import annotations
