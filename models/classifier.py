@@ -33,6 +33,7 @@ from torch import nn
 from .backbones import Backbone, build_backbone
 
 MixingKind = Literal["learned", "pca3"]
+MixingInit = Literal["discriminant", "random"]
 
 # Power below this (in the scalogram's squared units) is treated as this before the log, so
 # flat or zero-padded channels do not give -inf.
@@ -98,6 +99,41 @@ class SensorMixing(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
+    @torch.no_grad()
+    def init_discriminant(self, z: NDArray[np.floating], labels: NDArray[np.integer]) -> None:
+        """Start from discriminant spatial filters instead of random weights (still trained).
+
+        With a few dozen training trials, a randomly initialised mixing dilutes the few
+        sensors that carry the classes among all the others, and the frozen backbone gives
+        it almost no gradient to find them (the model then fits trial-specific detail). Here
+        the first ``n_classes - 1`` outputs (at most 3) are the shrinkage-LDA directions of
+        the windows' mean sensor log-power (Ledoit-Wolf shrinkage, as in MNE's and
+        scikit-learn's regularised LDA), the remaining outputs the leading principal axes of
+        the pixels (as :class:`PCAMixing`); each output is centred and scaled to unit
+        variance over the training pixels.
+
+        Parameters
+        ----------
+        z : array, shape (n_windows, n_channels, n_freqs, n_times)
+            Standardised training scalograms (:class:`ScalogramStandardizer` output).
+        labels : array of int, shape (n_windows,)
+            Class of each window.
+        """
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        n_out, n_channels = self.conv.weight.shape[:2]
+        pixels = np.moveaxis(np.asarray(z, dtype=np.float64), 1, -1).reshape(-1, n_channels)
+        center, axes = _principal_axes(pixels, n_out)
+        lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto")
+        lda.fit(np.asarray(z, dtype=np.float64).mean(axis=(2, 3)), labels)
+        n_disc = min(len(lda.classes_) - 1, n_out)
+        directions = np.vstack([lda.scalings_[:, :n_disc].T, axes[: n_out - n_disc]])
+        directions /= np.maximum(((pixels - center) @ directions.T).std(axis=0), 1e-12)[:, None]
+        w = torch.as_tensor(directions, dtype=torch.float32)
+        self.conv.weight.copy_(w[:, :, None, None])
+        assert self.conv.bias is not None  # nn.Conv2d's default bias=True
+        self.conv.bias.copy_(-(w @ torch.as_tensor(center, dtype=torch.float32)))
+
 
 class PCAMixing(nn.Module):
     """The study's ablation: a fixed projection on the first three principal components.
@@ -131,16 +167,23 @@ class PCAMixing(nn.Module):
             raise ValueError(
                 f"PCA-{n_outputs} mixing needs at least {n_outputs} sensors, got {pixels.shape[1]}."
             )
-        center = pixels.mean(axis=0)
-        _, s, vt = np.linalg.svd(pixels - center, full_matrices=False)
-        scale = s[:n_outputs] / np.sqrt(max(len(pixels) - 1, 1))
-        # the sign of a principal axis is arbitrary; fix it so fitting is reproducible
-        signs = np.sign(vt[:n_outputs, np.argmax(np.abs(vt[:n_outputs]), axis=1)].diagonal())
-        components = vt[:n_outputs] * (signs / np.maximum(scale, 1e-12))[:, None]
-        return cls(components, center)
+        center, axes = _principal_axes(pixels, n_outputs)
+        scale = np.maximum(((pixels - center) @ axes.T).std(axis=0, ddof=1), 1e-12)
+        return cls(axes / scale[:, None], center)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias)
+
+
+def _principal_axes(
+    pixels: NDArray[np.float64], n: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean and the ``n`` leading principal axes (unit rows, shape (n, n_channels)) of pixels."""
+    center = pixels.mean(axis=0)
+    _, _, vt = np.linalg.svd(pixels - center, full_matrices=False)
+    # the sign of a principal axis is arbitrary; fix it so fitting is reproducible
+    signs = np.sign(vt[:n, np.argmax(np.abs(vt[:n]), axis=1)].diagonal())
+    return center, vt[:n] * signs[:, None]
 
 
 class ScalogramClassifier(nn.Module):

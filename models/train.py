@@ -27,7 +27,14 @@ from tqdm.auto import tqdm
 from ..streaming.preprocess import PreprocessSpec, fit_robust_scaler, preprocess_array
 from ..streaming.source import StreamInfo
 from .artifact import InputSpec
-from .classifier import MixingKind, PCAMixing, ScalogramClassifier, ScalogramStandardizer
+from .classifier import (
+    MixingInit,
+    MixingKind,
+    PCAMixing,
+    ScalogramClassifier,
+    ScalogramStandardizer,
+    SensorMixing,
+)
 from .scalogram import morlet_power
 
 logger = logging.getLogger(__name__)
@@ -263,6 +270,7 @@ def build_classifier(
     backbone: str = "efficientnet-lite0",
     pretrained: bool = True,
     mixing: MixingKind = "learned",
+    mixing_init: MixingInit = "discriminant",
     input_size: int = 224,
     weights: str | None = None,
     compact_width: int = 16,
@@ -278,6 +286,10 @@ def build_classifier(
         Number of classes.
     backbone, pretrained, mixing, input_size, weights, compact_width
         See :class:`~neurocast.models.classifier.ScalogramClassifier`.
+    mixing_init : {"discriminant", "random"}
+        Start of the learned mixing: discriminant filters of the training windows
+        (:meth:`~neurocast.models.classifier.SensorMixing.init_discriminant`) or PyTorch's
+        random initialisation. Ignored with ``mixing="pca3"``.
     seed : int
         Seed of the new layers' initialisation.
 
@@ -286,14 +298,15 @@ def build_classifier(
     model : ScalogramClassifier
         Untrained head and mixing, in eval mode.
     """
+    if mixing_init not in ("discriminant", "random"):
+        raise ValueError(f"Unknown mixing_init {mixing_init!r}; choose 'discriminant' or 'random'.")
     power = train.batch(np.arange(len(train)))
     standardizer = ScalogramStandardizer.fit(power)
-    pca = None
-    if mixing == "pca3":
-        with torch.no_grad():
-            pca = PCAMixing.fit(standardizer(torch.from_numpy(power)).numpy())
+    with torch.no_grad():
+        z = standardizer(torch.from_numpy(power)).numpy()
+    pca = PCAMixing.fit(z) if mixing == "pca3" else None
     set_seed(seed)
-    return ScalogramClassifier(
+    model = ScalogramClassifier(
         standardizer,
         n_classes,
         backbone=backbone,
@@ -304,6 +317,9 @@ def build_classifier(
         weights=weights,
         compact_width=compact_width,
     )
+    if isinstance(model.mixing, SensorMixing) and mixing_init == "discriminant":
+        model.mixing.init_discriminant(z, train.labels)
+    return model
 
 
 def split_by_group(

@@ -23,7 +23,7 @@ and clipping.
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -50,6 +50,10 @@ class PreprocessSpec(BaseModel):
     picks : list of str | None
         Channel names in the order the model expects them; None keeps every channel of the
         stream in its order. Extra channels in the stream are ignored.
+    reference : {"average"} | None
+        ``"average"``: subtract, at every sample, the mean of the picked channels (EEG common
+        average reference, as ``raw.set_eeg_reference("average")``); every picked channel
+        must be EEG. None keeps the recording's reference.
     line_freq_hz : float | None
         Power-line frequency in Hz (50 or 60); a notch is placed at it and at each harmonic
         below the Nyquist frequency of the rate the filters run at. None for no notch.
@@ -81,6 +85,7 @@ class PreprocessSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     picks: list[str] | None = None
+    reference: Literal["average"] | None = None
     line_freq_hz: float | None = Field(None, gt=0)
     notch_q: float = Field(30.0, gt=0)
     l_freq_hz: float | None = Field(None, gt=0)
@@ -384,6 +389,14 @@ class OnlinePreprocessor:
             pick = np.array([index[c] for c in spec.picks], dtype=np.intp)
             identity = pick.size == len(names) and (pick == np.arange(len(names))).all()
             self._pick = None if identity else pick
+        if spec.reference == "average":
+            types = stream_info.info.get_channel_types(picks=self.ch_names)
+            other = sorted({t for t in types if t != "eeg"})
+            if other:
+                raise ValueError(
+                    f"An average reference needs EEG channels only, but the picks include "
+                    f"{other} channels; pick the EEG channels, or set reference=None."
+                )
         n_out = len(self.ch_names)
         sfreq_in = stream_info.sfreq
         self._resampler: _PolyphaseResampler | None = None
@@ -505,6 +518,9 @@ class OnlinePreprocessor:
             y = x[self._pick]
         else:
             y = x.copy()
+        if self.spec.reference == "average":
+            # linear and the same for every channel, so it commutes with the resampler
+            y -= y.mean(axis=0, keepdims=True)
         if not self._sos.size or y.shape[1] == 0:
             return y
         filtered = y.astype(np.float64, order="C")

@@ -209,6 +209,27 @@ def test_ablations_build() -> None:
         ScalogramClassifier(_standardizer(), 1, input_size=32)
 
 
+def test_discriminant_mixing_init_finds_the_informative_sensor() -> None:
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(60, N_CH, N_FREQS, N_TIMES))
+    labels = np.repeat([0, 1], 30)
+    z[labels == 1, 2] += 0.8  # only sensor 2 differs between the classes
+    mixing = SensorMixing(N_CH)
+    mixing.init_discriminant(z, labels)
+    w = mixing.conv.weight[:, :, 0, 0].detach().numpy()
+    assert np.argmax(np.abs(w[0])) == 2
+    out = mixing(torch.from_numpy(z).float()).detach().numpy()
+    # every output centred with unit variance over the training pixels
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=(0, 2, 3)), 1.0, rtol=1e-3)
+    # the first output separates the classes; the others are principal axes, still trained
+    first = out[:, 0].mean(axis=(1, 2))
+    gap = abs(first[labels == 1].mean() - first[labels == 0].mean())
+    spread = max(first[labels == k].std() for k in (0, 1))
+    assert gap > 0.6 and gap > 3 * spread  # the shift is 0.8 of the pixel noise
+    assert all(p.requires_grad for p in mixing.parameters())
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -253,6 +274,8 @@ def test_bad_training_input() -> None:
         fit(model, only_zero, w, TrainConfig(max_epochs=1, progress=False))
     with pytest.raises(ValueError, match="both sides of the split"):
         fit(model, w, w.subset(np.array([], dtype=np.int64)), TrainConfig(progress=False))
+    with pytest.raises(ValueError, match="Unknown mixing_init"):
+        build_classifier(w, 2, backbone="compact", input_size=32, mixing_init="ica")  # type: ignore[arg-type]
 
 
 def test_trial_decision_is_mean_log_probability() -> None:
@@ -421,9 +444,15 @@ def test_train_classifier_command_writes_an_artifact(shared_data: Path, tmp_path
     parser = build_parser()
     refused = parser.parse_args(common)  # the compact CNN has no ImageNet weights
     assert refused.func(refused) == 2 and not out.exists()
-    args = parser.parse_args([*common, "--random-init", "--test-data", str(eegbci / "S001R10.edf")])
+    args = parser.parse_args(
+        [*common, "--random-init", "--test-data", str(eegbci / "S001R10.edf"), "--reference",
+         "average", "--context-ms", "900", "--decim", "4", "--tmin", "1.4"]
+    )  # fmt: skip
     assert args.func(args) == 0
     meta = load_artifact(out).metadata
+    assert meta.input.preprocess.reference == "average" and meta.input.context_s == 0.9
+    assert meta.input.scalogram is not None and meta.input.scalogram.decim == 4
+    assert meta.input.n_times == 40  # 1 s of columns every 25 ms
     assert len(meta.input.ch_names) == 64 and meta.output.class_names == ["hands", "feet"]
     assert meta.input.scalogram is not None and meta.input.preprocess.robust_scale is not None
     assert 0.0 <= meta.metrics.values["test_trial_balanced_accuracy"] <= 1.0

@@ -151,6 +151,36 @@ def test_reorder_by_name_and_extra_channels_ignored(
     assert pre.ch_names == picks and pre.n_channels_out == 4
 
 
+@pytest.mark.shared_data
+def test_average_reference_equals_mne_and_streams(
+    eegbci: tuple[StreamInfo, NDArray[np.float32]],
+) -> None:
+    stream, data = eegbci
+    picks = stream.ch_names[:16]
+    raw = mne.io.RawArray(data[:16].astype(np.float64), mne.pick_info(stream.info, range(16)))
+    expected = raw.set_eeg_reference("average", verbose="error").get_data()
+    spec = PreprocessSpec(picks=picks, reference="average")
+    batch = preprocess_array(spec, data, stream)
+    np.testing.assert_allclose(batch, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+    assert np.abs(batch.mean(axis=0)).max() < 1e-6 * np.abs(batch).max()
+    # with filters and resampling, chunk by chunk equals the whole recording at once
+    spec = PreprocessSpec(picks=picks, reference="average", l_freq_hz=1, resample_hz=100)
+    batch = preprocess_array(spec, data, stream)
+    chunked = push_in_random_chunks(OnlinePreprocessor(spec, stream), data, seed=5)
+    np.testing.assert_allclose(chunked, batch, rtol=0, atol=1e-5 * np.abs(batch).max())
+
+
+def test_average_reference_refuses_non_eeg_channels() -> None:
+    info = mne.create_info(["Cz", "Pz", "MEG 0111"], 250.0, ["eeg", "eeg", "mag"])
+    with pytest.raises(ValueError, match=r"EEG channels only.*\['mag'\]"):
+        OnlinePreprocessor(PreprocessSpec(reference="average"), StreamInfo("mixed", info))
+    pre = OnlinePreprocessor(
+        PreprocessSpec(picks=["Cz", "Pz"], reference="average"), StreamInfo("mixed", info)
+    )
+    out = pre.push(np.array([[1.0, 2.0], [3.0, 6.0], [9.0, 9.0]], dtype=np.float32))
+    np.testing.assert_allclose(out, [[-1.0, -2.0], [1.0, 2.0]])
+
+
 def test_missing_channel_is_a_clear_error() -> None:
     info = mne.create_info(["Cz", "Pz", "Oz"], 250.0, "eeg")
     stream = StreamInfo("three channels", info)
