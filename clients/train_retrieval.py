@@ -86,9 +86,9 @@ def run_retrieval(args: argparse.Namespace) -> int:
     """Train, measure and export a retrieval brain module."""
     import numpy as np
 
-    from neurocast.models.artifact import ArtifactError, Provenance
+    from neurocast.models.artifact import ArtifactError
     from neurocast.models.brain_module import BrainModuleConfig, small_config
-    from neurocast.models.export import ExportCheckError, git_commit
+    from neurocast.models.export import ExportCheckError
     from neurocast.models.gallery import Gallery, GalleryError
     from neurocast.models.retrieval import (
         RetrievalTrainConfig,
@@ -158,15 +158,12 @@ def run_retrieval(args: argparse.Namespace) -> int:
             check_inputs=fit.check_inputs,
             name=name,
             version=args.version,
-            provenance=Provenance(
-                data=data_note,
-                split=(
-                    f"{len(test_images)} of {gallery.n_images} gallery images held out (seed "
-                    f"{args.seed}); early stopping on 15 % of the training images"
-                ),
-                seed=args.seed,
-                git_commit=git_commit(),
+            trained_on=data_note,
+            split=(
+                f"{len(test_images)} of {gallery.n_images} gallery images held out (seed "
+                f"{args.seed}); early stopping on 15 % of the training images"
             ),
+            seed=args.seed,
             metrics=fit.metrics,
             metrics_note=(
                 f"Held-out trials: rank of the seen image among it and "

@@ -51,15 +51,7 @@ from neurocast.streaming.preprocess import (
 )
 from neurocast.streaming.source import StreamInfo
 
-from .artifact import (
-    Artifact,
-    ArtifactMetadata,
-    InputSpec,
-    Metrics,
-    OutputSpec,
-    Provenance,
-    save_artifact,
-)
+from .artifact import Artifact, InputSpec, OutputSpec
 from .brain_module import (
     BrainModule,
     BrainModuleConfig,
@@ -67,7 +59,8 @@ from .brain_module import (
     RetrievalHead,
     sensor_positions_2d,
 )
-from .export import DEFAULT_ATOL, check_onnx, export_onnx
+from .checked_export import export_checked
+from .export import DEFAULT_ATOL
 from .gallery import Gallery
 from .train import set_seed
 
@@ -799,7 +792,9 @@ def export_retrieval(
     check_inputs: NDArray[np.float32],
     name: str,
     version: str,
-    provenance: Provenance,
+    trained_on: str,
+    split: str,
+    seed: int | None,
     metrics: dict[str, float],
     metrics_note: str,
     simulated_training_data: bool,
@@ -833,10 +828,12 @@ def export_retrieval(
         Real finalised windows (held-out data) on which ONNX and torch must agree.
     name, version : str
         Model name and version.
-    provenance : Provenance
-        Training data, split, seed and commit.
+    trained_on, split : str
+        Training data (says SIMULATED for simulated data) and how it was split.
+    seed : int | None
+        Training seed.
     metrics : dict of str to float
-        Measured quality; ``export_max_abs_diff`` is added.
+        Measured quality (non-finite figures are left out); ``export_max_abs_diff`` is added.
     metrics_note : str
         How the metrics were measured.
     simulated_training_data : bool
@@ -879,25 +876,26 @@ def export_retrieval(
             f"check_inputs have shape {check_inputs.shape[1:]} per window, the model reads "
             f"{input_spec.shape}."
         )
-    example = torch.from_numpy(np.ascontiguousarray(check_inputs[:2], dtype=np.float32))
-    proto = export_onnx(head, example, input_name=EXPORT_INPUT, output_name=EXPORT_OUTPUT)
-    diff = check_onnx(proto, head, check_inputs, atol=atol)
-    logger.info("ONNX matches torch on %d windows (max abs diff %.2e)", len(check_inputs), diff)
-    meta = ArtifactMetadata(
+    return export_checked(
+        head,
+        path,
+        check_inputs=np.asarray(check_inputs, dtype=np.float32),
+        input_name=EXPORT_INPUT,
+        output_name=EXPORT_OUTPUT,
+        atol=atol,
         name=name,
         version=version,
         task="retrieval",
-        input=input_spec,
-        output=OutputSpec(
-            tensor=EXPORT_OUTPUT,
-            embedding_size=gallery.dim,
-            gallery=gallery.name,
-            sfreq_hz=None,
+        input_spec=input_spec,
+        output_spec=OutputSpec(
+            tensor=EXPORT_OUTPUT, embedding_size=gallery.dim, gallery=gallery.name, sfreq_hz=None
         ),
-        provenance=provenance,
+        trained_on=trained_on,
+        split=split,
+        seed=seed,
         simulated_training_data=simulated_training_data,
-        metrics=Metrics(values={**metrics, "export_max_abs_diff": diff}, note=metrics_note),
-        content_sha256=None,
+        metrics=metrics,
+        metrics_note=metrics_note,
         description=description
         or (
             f"Brain module (Défossez et al. 2023; Benchetrit et al. 2024), "
@@ -906,7 +904,6 @@ def export_retrieval(
             f"{gallery.name!r}."
         ),
     )
-    return save_artifact(proto, meta, path)
 
 
 # --------------------------------------------------------------------------- one training run

@@ -279,7 +279,6 @@ def test_cli_trains_from_annotated_recording(tmp_path: Path, sim: Simulator) -> 
 
 
 def test_export_refuses_a_module_of_another_space(tmp_path: Path, sim: Simulator) -> None:
-    from neurocast.models.artifact import Provenance
     from neurocast.models.brain_module import small_config
     from neurocast.models.retrieval import export_retrieval, make_brain_module
 
@@ -296,7 +295,9 @@ def test_export_refuses_a_module_of_another_space(tmp_path: Path, sim: Simulator
             check_inputs=np.zeros((2, len(sim.info["ch_names"]), geo.total), np.float32),
             name="x",
             version="1",
-            provenance=Provenance(data="none", split="none"),
+            trained_on="none",
+            split="none",
+            seed=None,
             metrics={},
             metrics_note="",
             simulated_training_data=True,
