@@ -122,6 +122,11 @@ class SensorMixing(nn.Module):
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
         n_out, n_channels = self.conv.weight.shape[:2]
+        if len(np.unique(labels)) < 2:
+            raise ValueError(
+                "A discriminant start of the mixing needs training windows of at least two "
+                f"classes, got classes {np.unique(labels).tolist()}; check the trial labels."
+            )
         pixels = np.moveaxis(np.asarray(z, dtype=np.float64), 1, -1).reshape(-1, n_channels)
         center, axes = _principal_axes(pixels, n_out)
         lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto")

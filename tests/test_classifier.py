@@ -228,6 +228,8 @@ def test_discriminant_mixing_init_finds_the_informative_sensor() -> None:
     spread = max(first[labels == k].std() for k in (0, 1))
     assert gap > 0.6 and gap > 3 * spread  # the shift is 0.8 of the pixel noise
     assert all(p.requires_grad for p in mixing.parameters())
+    with pytest.raises(ValueError, match="at least two classes"):
+        mixing.init_discriminant(z, np.zeros(60, dtype=np.int64))
 
 
 # --------------------------------------------------------------------------- training
