@@ -302,9 +302,11 @@ def build_classifier(
         raise ValueError(f"Unknown mixing_init {mixing_init!r}; choose 'discriminant' or 'random'.")
     power = train.batch(np.arange(len(train)))
     standardizer = ScalogramStandardizer.fit(power)
-    with torch.no_grad():
-        z = standardizer(torch.from_numpy(power)).numpy()
-    pca = PCAMixing.fit(z) if mixing == "pca3" else None
+    z = None
+    if mixing == "pca3" or mixing_init == "discriminant":  # both start from training data
+        with torch.no_grad():
+            z = standardizer(torch.from_numpy(power)).numpy()
+    pca = PCAMixing.fit(z) if mixing == "pca3" and z is not None else None
     set_seed(seed)
     model = ScalogramClassifier(
         standardizer,
@@ -317,7 +319,7 @@ def build_classifier(
         weights=weights,
         compact_width=compact_width,
     )
-    if isinstance(model.mixing, SensorMixing) and mixing_init == "discriminant":
+    if isinstance(model.mixing, SensorMixing) and z is not None:
         model.mixing.init_discriminant(z, train.labels)
     return model
 
