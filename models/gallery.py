@@ -13,8 +13,9 @@ BLAS path for float16; float16 is for storage) followed by a partial sort: exact
 Its cost grows with ``n_images * dim`` and is bound by memory bandwidth: on a 2-core x86 CPU,
 100,000 images at ``dim=128`` answer in about 1.0 ms (p99 1.2 ms) with BLAS on both cores and
 1.8 ms (p99 2.0 ms) on one, ``dim=64`` halves that, while the 1280 raw features take 11-15 ms
-(``bench/gallery.py``, figures in ``bench/RESULTS.md``). Beyond about 100,000 images at 128 dimensions, or for many
-concurrent queries, an approximate index such as FAISS (IVF or HNSW) is worth adding.
+(``bench/gallery.py``, figures in ``bench/RESULTS.md``). Beyond about 100,000 images at 128
+dimensions, or for many concurrent queries, an approximate index such as FAISS (IVF or HNSW)
+is worth adding.
 
 This module is on the serving path: it needs numpy and Pillow, never torch.
 """
