@@ -11,7 +11,7 @@ Split: training images (each shown ``repeats`` times at the simulator's realisti
 ``test_repeats`` times, other noise draws). The test trials are simulated at two noise
 levels: the realistic noise (``noise1``) and the same noise at twice the amplitude
 (``noise2``: evoked part plus 2 × (noisy − noise-free) of the same trials). Encoders
-(:mod:`neurocast.models.align`): the brain module (narrow, CPU), one per modality, trained
+(:mod:`neurocast.models.training.align`): the brain module (narrow, CPU), one per modality, trained
 contrastively (CLIP) against the image embeddings and against each other (one trial's EEG
 against another trial's MEG of the same image), on the 0–0.8 s after image onset (120 Hz,
 baseline over the 0.2 s before, robust scaling, clip ±20).
@@ -45,7 +45,7 @@ from typing import Any
 import _common
 import numpy as np
 
-from neurocast.models.align import (
+from neurocast.models.training.align import (
     MODALITIES,
     AlignedEpochs,
     AlignedModel,
@@ -56,9 +56,9 @@ from neurocast.models.align import (
     simulate_aligned_epochs,
     two_way_accuracy,
 )
-from neurocast.models.retrieval import RidgeRetrieval, top_k_accuracy
-from neurocast.streaming.simulate import default_image_set
-from neurocast.streaming.spec import SimulatorSpec
+from neurocast.models.training.retrieval import RidgeRetrieval, top_k_accuracy
+from neurocast.streaming.sources.simulator.simulator import default_image_set
+from neurocast.streaming.sources.specs import SimulatorSpec
 
 NOISE_LEVELS = (1.0, 2.0)
 EMBED_DIM = 64

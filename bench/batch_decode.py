@@ -45,14 +45,14 @@ def build_eeg_classifier(ch_names: list[str], sfreq: float, folder: Path) -> Pat
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from neurocast.models.artifact import (
+    from neurocast.models.serving.artifact import (
         ArtifactMetadata,
         InputSpec,
         OutputSpec,
         Provenance,
         save_artifact,
     )
-    from neurocast.streaming.preprocess import PreprocessSpec
+    from neurocast.streaming.preprocessing.filters import PreprocessSpec
 
     picks = list(ch_names)
     n_t = round(0.1 * sfreq)
@@ -115,7 +115,7 @@ def main() -> None:
     repeats = 3 if args.quick else 9
 
     from neurocast.clients.client import Client
-    from neurocast.models.runtime import OnnxWindowModel
+    from neurocast.models.serving.runtime import OnnxWindowModel
     from neurocast.server.app import create_app
     from neurocast.server.config import Settings
     from neurocast.server.jobs import decode_recording, load_recording, read_header

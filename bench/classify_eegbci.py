@@ -58,8 +58,8 @@ import _common
 import mne
 import numpy as np
 
-from neurocast.models.artifact import InputSpec
-from neurocast.streaming.source import StreamInfo
+from neurocast.models.serving.artifact import InputSpec
+from neurocast.streaming.sources.base import StreamInfo
 
 TASKS = {
     "handsfeet": ((6, 10), {"T1": "hands", "T2": "feet"}),
@@ -86,7 +86,7 @@ class Run:
 
 
 def load_run(folder: Path, number: int, event_map: dict[str, str]) -> Run:
-    from neurocast.models.trials import find_trials, read_recording
+    from neurocast.models.training.trials import find_trials, read_recording
 
     raw = read_recording(folder / f"S001R{number:02d}.edf", eegbci=True)
     trials = find_trials(raw, event_map)
@@ -97,8 +97,8 @@ def load_run(folder: Path, number: int, event_map: dict[str, str]) -> Run:
 
 
 def input_spec(raw: mne.io.BaseRaw) -> InputSpec:
-    from neurocast.models.scalogram import ScalogramSpec
-    from neurocast.streaming.preprocess import PreprocessSpec
+    from neurocast.streaming.preprocessing.filters import PreprocessSpec
+    from neurocast.streaming.preprocessing.scalogram import ScalogramSpec
 
     names = [raw.ch_names[i] for i in mne.pick_types(raw.info, eeg=True)]
     return InputSpec(
@@ -133,9 +133,8 @@ def ours_fold(
     """Train each variant on ``train_run``; epoch (and main-model stream) decisions on the test."""
     from sklearn.metrics import balanced_accuracy_score
 
-    from neurocast.models.artifact import Provenance
-    from neurocast.models.export import export_classifier, git_commit
-    from neurocast.models.train import (
+    from neurocast.models.serving.artifact import Provenance
+    from neurocast.models.training.classifier import (
         TrainConfig,
         build_classifier,
         evaluate,
@@ -147,6 +146,7 @@ def ours_fold(
         trial_windows,
         with_signal_scaling,
     )
+    from neurocast.models.training.export import export_classifier, git_commit
 
     spec = input_spec(train_run.raw)
     x_train = preprocess_recording(
@@ -186,7 +186,7 @@ def ours_fold(
         )
         if variant != "main":
             continue
-        from neurocast.models.train import predict_log_proba, trial_log_proba
+        from neurocast.models.training.classifier import predict_log_proba, trial_log_proba
 
         _, mean = trial_log_proba(predict_log_proba(model, test), test.groups)
         epoch_decisions = mean.argmax(axis=1)
@@ -224,8 +224,8 @@ def ours_fold(
 
 def stream_decisions(artifact: Path, run: Run, quick: bool) -> np.ndarray:
     """Mean log-probability per trial from the windows decoded as a stream (NaN: no window)."""
-    from neurocast.models.runtime import OnnxWindowModel
-    from neurocast.streaming.pipeline import decode_array
+    from neurocast.models.serving.runtime import OnnxWindowModel
+    from neurocast.streaming.engine.pipeline import decode_array
 
     model = OnnxWindowModel(artifact, threads=2, device="cpu")
     raw = run.raw
@@ -291,7 +291,7 @@ def shallow_fold(train_run: Run, test_run: Run, quick: bool) -> float:
     from braindecode.preprocessing import exponential_moving_standardize
     from sklearn.metrics import balanced_accuracy_score
 
-    from neurocast.models.train import set_seed, split_by_group
+    from neurocast.models.training.classifier import set_seed, split_by_group
 
     def epochs(run: Run) -> np.ndarray:
         raw = run.raw.copy().pick("eeg")

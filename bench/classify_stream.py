@@ -32,8 +32,8 @@ WARM_UP = 8  # windows left out of the figures (first calls allocate)
 
 def build_artifact(folder: Path, input_size: int, quick: bool) -> Path:
     """Train and export the EfficientNet-Lite0 classifier on SIMULATED data."""
-    from neurocast.models.demo import SimulatedClassifierConfig, train_simulated_classifier
-    from neurocast.models.train import TrainConfig
+    from neurocast.models.training.classifier import TrainConfig
+    from neurocast.models.training.demo import SimulatedClassifierConfig, train_simulated_classifier
 
     config = SimulatedClassifierConfig(
         backbone="efficientnet-lite0",
@@ -62,11 +62,11 @@ def build_artifact(folder: Path, input_size: int, quick: bool) -> Path:
 
 def run_live(artifact: Path, seconds: float) -> dict[str, float]:
     """Decode a real-time simulated stream for ``seconds``; per-window costs in ms."""
-    from neurocast.models.runtime import OnnxWindowModel
-    from neurocast.streaming.loop import DecodeLoop
-    from neurocast.streaming.results import Result
-    from neurocast.streaming.simulate import SimulatorSource
-    from neurocast.streaming.spec import SimulatorSpec
+    from neurocast.models.serving.runtime import OnnxWindowModel
+    from neurocast.streaming.engine.loop import DecodeLoop
+    from neurocast.streaming.engine.results import Result
+    from neurocast.streaming.sources.simulator.simulator import SimulatorSource
+    from neurocast.streaming.sources.specs import SimulatorSpec
 
     model = OnnxWindowModel(artifact, threads=2, device="cpu")
     window_ms: list[float] = []
@@ -121,7 +121,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _common.log(f"training EfficientNet-Lite0 ({args.input_size} px) on SIMULATED data")
         path = build_artifact(Path(tmp), args.input_size, args.quick)
-        from neurocast.models.artifact import load_artifact
+        from neurocast.models.serving.artifact import load_artifact
 
         meta = load_artifact(path).metadata
         runs = []

@@ -1,7 +1,7 @@
 """Gallery query time: one cosine top-5 search against 1,000 to 100,000 images on the CPU.
 
 Synthetic galleries (random unit vectors; search time does not depend on the values) of
-1,000, 10,000 and 100,000 images are searched with :meth:`neurocast.models.gallery.Gallery.search`
+1,000, 10,000 and 100,000 images are searched with :meth:`neurocast.models.serving.gallery.Gallery.search`
 (one matrix-vector product, a partial sort, the hit dictionaries), one query at a time, as the
 decode loop does for each window. Embedding sizes: 1280 (EfficientNet-Lite0 features as they
 are), 128 and 64 (``neurocast gallery build --dim 128``, principal components). BLAS runs on
@@ -28,7 +28,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from neurocast.models.gallery import Gallery
+from neurocast.models.serving.gallery import Gallery
 
 SIZES = (1_000, 10_000, 100_000)
 DIMS = (64, 128, 1280)

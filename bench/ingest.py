@@ -2,21 +2,21 @@
 
 A separate process pushes 306 channels at 1 kHz in chunks of 1, 10 or 25 samples. Channel 0
 carries the sample counter; just before each push the process writes its
-:func:`~neurocast.streaming.source.local_clock` into a shared array at the counters of the
+:func:`~neurocast.streaming.sources.base.local_clock` into a shared array at the counters of the
 chunk (both processes read the same CLOCK_MONOTONIC). The latency of a pushed chunk is the
 time its last sample became readable minus its push time.
 
-- ``lsl``: a real :class:`~neurocast.streaming.loop.DecodeLoop` fed by
-  :class:`~neurocast.streaming.lsl.LSLSource` (with a small channel-mean model decoding
+- ``lsl``: a real :class:`~neurocast.streaming.engine.loop.DecodeLoop` fed by
+  :class:`~neurocast.streaming.sources.lsl.LSLSource` (with a small channel-mean model decoding
   every 25 ms alongside); a sample is readable once ``DecodeEngine.write`` has published it
   in the ring buffer (timed by a thin wrapper around that call, on the acquisition thread).
 - ``pylsl``: a bare ``pylsl.StreamInlet`` pulling in a tight loop, in the same way
-  :class:`~neurocast.streaming.lsl.LSLSource` pulls (blocking ``pull_chunk`` into a
+  :class:`~neurocast.streaming.sources.lsl.LSLSource` pulls (blocking ``pull_chunk`` into a
   preallocated buffer, returning at the first sample); readable once ``pull_chunk`` returns.
-- ``ft``: the writer process also hosts a :class:`~neurocast.streaming.fieldtrip.
+- ``ft``: the writer process also hosts a :class:`~neurocast.streaming.sources.fieldtrip.source.
   FieldTripServer` (as acquisition software such as ``neuromag2ft`` hosts its buffer) and
-  writes chunks of 25 samples with :class:`~neurocast.streaming.fieldtrip.FieldTripWriter`;
-  a DecodeLoop fed by :class:`~neurocast.streaming.fieldtrip.FieldTripSource` reads them.
+  writes chunks of 25 samples with :class:`~neurocast.streaming.sources.fieldtrip.source.FieldTripWriter`;
+  a DecodeLoop fed by :class:`~neurocast.streaming.sources.fieldtrip.source.FieldTripSource` reads them.
 
 The ``lsl`` and ``pylsl`` runs alternate against the same pushing process. Figures
 (milliseconds): ``{lsl,pylsl}_c{1,10,25}_{p50,p99}_ms`` and ``ft_c25_{p50,p99}_ms`` (the
@@ -47,7 +47,7 @@ WARMUP_S = 0.3  # latencies of each run's first moments (connection set-up) are 
 
 
 def _lsl_config() -> None:
-    from neurocast.streaming.lsl import use_loopback_config
+    from neurocast.streaming.sources.lsl import use_loopback_config
 
     # loopback discovery, and a session id of our own so concurrent LSL users do not interfere
     use_loopback_config(f"nc-bench-{uuid.uuid4().hex}")
@@ -57,7 +57,7 @@ def _pace(
     chunk: int, push: Callable[[NDArray[np.float32], float], None], push_times: Any, stop: Any
 ) -> None:
     """Push ``chunk`` samples every ``chunk`` ms until ``stop``, recording push times."""
-    from neurocast.streaming.source import local_clock
+    from neurocast.streaming.sources.base import local_clock
 
     times = np.frombuffer(push_times, dtype=np.float64)
     buf = np.zeros((chunk, N_CHANNELS), dtype=np.float32)
@@ -88,8 +88,8 @@ def _ft_writer(chunk: int, push_times: Any, stop: Any, port_queue: Any) -> None:
     """Child process: a FieldTrip buffer server and a writer putting chunks at 1 kHz."""
     import mne
 
-    from neurocast.streaming.fieldtrip import FieldTripServer, FieldTripWriter
-    from neurocast.streaming.source import StreamInfo
+    from neurocast.streaming.sources.base import StreamInfo
+    from neurocast.streaming.sources.fieldtrip.source import FieldTripServer, FieldTripWriter
 
     names = [f"MEG{i:04d}" for i in range(N_CHANNELS)]
     stream = StreamInfo("bench", mne.create_info(names, SFREQ, "mag", verbose="error"))
@@ -106,7 +106,7 @@ class _ChannelMean:
     """A small real model: the mean of each channel over a 100 ms window."""
 
     def __init__(self) -> None:
-        from neurocast.streaming.windows import WindowSpec
+        from neurocast.streaming.engine.windows import WindowSpec
 
         self.name = "channel-mean"
         self.kind = "embedding"
@@ -159,8 +159,8 @@ class _Arrivals:
 
 def _run_loop(source: Any, chunk: int, seconds: float, push_times: Any) -> NDArray[np.float64]:
     """Latencies of a DecodeLoop fed by ``source``, for ``seconds`` after the warm-up."""
-    from neurocast.streaming.loop import DecodeLoop
-    from neurocast.streaming.source import local_clock
+    from neurocast.streaming.engine.loop import DecodeLoop
+    from neurocast.streaming.sources.base import local_clock
 
     arrivals = _Arrivals(chunk)
     results: list[Any] = []
@@ -185,8 +185,8 @@ def _run_loop(source: Any, chunk: int, seconds: float, push_times: Any) -> NDArr
 
 
 def _run_lsl(name: str, chunk: int, seconds: float, push_times: Any) -> NDArray[np.float64]:
-    from neurocast.streaming.lsl import LSLSource
-    from neurocast.streaming.spec import LSLSpec
+    from neurocast.streaming.sources.lsl import LSLSource
+    from neurocast.streaming.sources.specs import LSLSpec
 
     source = LSLSource(LSLSpec(name=name, resolve_timeout_s=10.0))
     return _run_loop(source, chunk, seconds, push_times)
@@ -195,7 +195,7 @@ def _run_lsl(name: str, chunk: int, seconds: float, push_times: Any) -> NDArray[
 def _run_pylsl(name: str, chunk: int, seconds: float, push_times: Any) -> NDArray[np.float64]:
     import pylsl
 
-    from neurocast.streaming.source import local_clock
+    from neurocast.streaming.sources.base import local_clock
 
     found = pylsl.resolve_byprop("name", name, 1, 10.0)
     inlet = pylsl.StreamInlet(found[0], max_buflen=1, processing_flags=pylsl.proc_none)
@@ -258,8 +258,8 @@ def main() -> None:
             + json.dumps({k: v for k, v in figures.items() if f"_c{chunk}_" in k})
         )
 
-    from neurocast.streaming.fieldtrip import FieldTripSource
-    from neurocast.streaming.spec import FieldTripSpec
+    from neurocast.streaming.sources.fieldtrip.source import FieldTripSource
+    from neurocast.streaming.sources.specs import FieldTripSpec
 
     push_times = ctx.RawArray("d", int(MAX_SECONDS * SFREQ))
     stop, port_queue = ctx.Event(), ctx.Queue()

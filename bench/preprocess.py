@@ -32,9 +32,13 @@ import mne
 import numpy as np
 from numpy.typing import NDArray
 
-from neurocast.streaming.preprocess import OnlinePreprocessor, PreprocessSpec, fit_robust_scaler
-from neurocast.streaming.ring import RingBuffer
-from neurocast.streaming.source import StreamInfo
+from neurocast.streaming.engine.ring import RingBuffer
+from neurocast.streaming.preprocessing.filters import (
+    OnlinePreprocessor,
+    PreprocessSpec,
+    fit_robust_scaler,
+)
+from neurocast.streaming.sources.base import StreamInfo
 
 N_CHANNELS = 306
 SFREQ = 1000.0

@@ -65,10 +65,10 @@ from sklearn.model_selection import GroupKFold, StratifiedKFold, StratifiedShuff
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from neurocast.models.brain_module import small_config
-from neurocast.models.embed_images import build_gallery, find_images
-from neurocast.models.gallery import Gallery, l2_normalize
-from neurocast.models.retrieval import (
+from neurocast.models.nets.brain_module import small_config
+from neurocast.models.serving.gallery import Gallery, l2_normalize
+from neurocast.models.training.embed_images import build_gallery, find_images
+from neurocast.models.training.retrieval import (
     EpochSet,
     RetrievalTrainConfig,
     WindowGeometry,
@@ -80,8 +80,8 @@ from neurocast.models.retrieval import (
     predict_embeddings,
     retrieval_spec,
 )
-from neurocast.streaming.geometry import template_montage
-from neurocast.streaming.source import StreamInfo
+from neurocast.streaming.sources.base import StreamInfo
+from neurocast.streaming.sources.simulator.geometry import template_montage
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"

@@ -5,7 +5,7 @@ face/house and cat/dog stimuli of ``../shared/data/stimuli``, each with random c
 as extra images. Embeddings: EfficientNet-Lite0 ImageNet features, projected onto 128
 principal components fitted on the training images, L2-normalised (the gallery space).
 
-Brain responses: the embedded physics-based simulator (:mod:`neurocast.streaming.simulate`),
+Brain responses: the embedded physics-based simulator (:mod:`neurocast.streaming.sources.simulator.simulator`),
 306 MEG channels (102 magnetometers, 204 planar gradiometers) at 240 Hz, whose visual-cortex
 dipoles follow a fixed linear map of the image embedding (plus an image-independent
 response), with 1/f background activity, ongoing rhythms and sensor noise. Two noise levels:
@@ -21,7 +21,7 @@ Early stopping uses a validation split of the training images only.
 Decoders, trained on the same windows with the study's preprocessing (120 Hz, baseline over
 the 0.2 s before the window, robust scaling, clip ±20):
 
-- ``ours``: the brain module (:mod:`neurocast.models.brain_module`, small configuration for
+- ``ours``: the brain module (:mod:`neurocast.models.nets.brain_module`, small configuration for
   CPU), CLIP + MSE loss;
 - ``ridge``: ``RidgeCV`` on the standardised flattened window (the study's linear baseline).
 
@@ -65,16 +65,16 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
-from neurocast.models.brain_module import small_config
-from neurocast.models.embed_images import (
+from neurocast.models.nets.brain_module import small_config
+from neurocast.models.serving.gallery import l2_normalize, to_rgb_image
+from neurocast.models.training.embed_images import (
     ImageEmbedder,
     ImageItem,
     find_images,
     fit_pca,
     skimage_images,
 )
-from neurocast.models.gallery import l2_normalize, to_rgb_image
-from neurocast.models.retrieval import (
+from neurocast.models.training.retrieval import (
     RetrievalTrainConfig,
     RidgeRetrieval,
     WindowGeometry,
@@ -89,7 +89,7 @@ from neurocast.models.retrieval import (
     split_by_image,
     top_k_accuracy,
 )
-from neurocast.streaming.simulate import Simulator
+from neurocast.streaming.sources.simulator.simulator import Simulator
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"

@@ -1,7 +1,7 @@
 """Ring buffer: write and newest-window read cost at 306 channels / 1 kHz, against MNE-LSL.
 
 Our side: a writer thread writes 25-sample chunks of 306 channels into a
-:class:`~neurocast.streaming.ring.RingBuffer` (30 s, as the decode engine sizes it) every
+:class:`~neurocast.streaming.engine.ring.RingBuffer` (30 s, as the decode engine sizes it) every
 25 ms; the main thread reads the newest 100 ms window (``RingBuffer.latest(100)``) every
 25 ms, half a period after the writes. Each call is timed with ``perf_counter_ns``.
 
@@ -78,7 +78,7 @@ def _pusher(name: str, source_id: str, data: NDArray[np.float32], stop: Any, rea
 
 def _run_ours(data: NDArray[np.float32], n_reads: int) -> tuple[NDArray, NDArray, NDArray]:
     """One round of our ring buffer; write, paced read and back-to-back read times in µs."""
-    from neurocast.streaming.ring import RingBuffer
+    from neurocast.streaming.engine.ring import RingBuffer
 
     ring = RingBuffer(N_CHANNELS, int(30 * SFREQ), SFREQ)
     writes: list[int] = []
@@ -156,7 +156,7 @@ def main() -> None:
     rounds, seconds = (2, 6.0) if args.quick else (5, 20.0)
     n_reads = int(seconds / PERIOD_S)
 
-    from neurocast.streaming.lsl import use_loopback_config
+    from neurocast.streaming.sources.lsl import use_loopback_config
 
     session = f"nc-bench-ring-{uuid.uuid4().hex}"
     # loopback only, and a session of our own so concurrent LSL users do not interfere

@@ -1,7 +1,7 @@
 """Streaming Morlet scalogram: cost per 25 ms hop, 306 channels x 96 frequencies at 1 kHz.
 
 Each hop pushes 25 new samples of 306 channels into
-:class:`neurocast.models.scalogram.StreamingMorlet` (96 frequencies from 2 to 100 Hz,
+:class:`neurocast.streaming.preprocessing.scalogram.StreamingMorlet` (96 frequencies from 2 to 100 Hz,
 linearly spaced, ``n_cycles = freqs / 2``: every wavelet spans 795 taps, 0.4 s either side of
 its centre, as in MNE's time-frequency tutorials) and gets the 25 new columns of wavelet power.
 The peer is ``mne.time_frequency.tfr_array_morlet(..., output="power")`` recomputing, at each
@@ -33,8 +33,8 @@ import numpy as np
 from mne.time_frequency import tfr_array_morlet
 from numpy.typing import NDArray
 
-from neurocast.models.scalogram import ScalogramSpec, StreamingMorlet
-from neurocast.streaming.preprocess import fit_robust_scaler
+from neurocast.streaming.preprocessing.filters import fit_robust_scaler
+from neurocast.streaming.preprocessing.scalogram import ScalogramSpec, StreamingMorlet
 
 SFREQ = 1000.0
 HOP = 25

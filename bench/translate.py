@@ -10,7 +10,7 @@ stopping, the ridge's regularisation) uses another subject, and held-out simulat
 
 Models, trained on the same windows (150 Hz, causal 1-40 Hz band-pass, 100 ms of translated
 MEG per window with 220 ms of EEG context): the U-Net with its Bi-LSTM bottleneck
-(:mod:`neurocast.models.translator`, linear path initialised with the ridge solution) and
+(:mod:`neurocast.models.nets.translator`, linear path initialised with the ridge solution) and
 the ridge baseline (one EEG-to-MEG matrix per sample).
 
 Real evaluation, never used in training or tuning: ``sample_audvis_raw.fif`` (2 s) and
@@ -32,7 +32,7 @@ channels, 60 EEG read by the model), 25 ms stride; per window: online preprocess
 inference (``window_ms_p50``, ``window_ms_p99``; median over runs), the ridge artifact as
 the peer in the same run.
 
-Mutual information (:mod:`neurocast.models.mutual_info`, k-nearest-neighbour estimator,
+Mutual information (:mod:`neurocast.models.analysis.mutual_info`, k-nearest-neighbour estimator,
 maximised over lags): a few hundred random EEG-MEG pairs on each real file and on 5 s of
 SIMULATED data of the same geometry.
 
@@ -57,16 +57,17 @@ import _common
 import mne
 import numpy as np
 
-from neurocast.models.mutual_info import eeg_meg_mutual_info
-from neurocast.models.runtime import OnnxWindowModel
-from neurocast.models.translation import (
+from neurocast.models.analysis.mutual_info import eeg_meg_mutual_info
+from neurocast.models.nets.translator import TranslatorConfig
+from neurocast.models.serving.runtime import OnnxWindowModel
+from neurocast.models.training.translation import (
     RidgeTranslator,
     TranslationModel,
     TranslatorTrainConfig,
     export_translator,
     fit_translator,
 )
-from neurocast.models.translation_data import (
+from neurocast.models.training.translation_data import (
     SimultaneousSegment,
     TranslationWindow,
     meg_projectors,
@@ -74,15 +75,14 @@ from neurocast.models.translation_data import (
     simulate_segments,
     simulator_spec,
 )
-from neurocast.models.translation_scoring import (
+from neurocast.models.training.translation_scoring import (
     TranslationScores,
     evaluate_segment,
     score_translation,
 )
-from neurocast.models.translator import TranslatorConfig
-from neurocast.streaming.pipeline import decode_array
-from neurocast.streaming.readers import read_recording
-from neurocast.streaming.simulate import Simulator
+from neurocast.streaming.engine.pipeline import decode_array
+from neurocast.streaming.io import read_recording
+from neurocast.streaming.sources.simulator.simulator import Simulator
 
 STREAM_SFREQ = 1000.0
 REAL_FILES = {"fif": "sample_audvis_raw.fif", "mat": "neuromag306_fieldtrip_raw_v7.mat"}

@@ -143,7 +143,7 @@ def _build_translator(ch_names: list[str], sfreq: float, folder: Path) -> None:
     """A linear EEG → 306-channel MEG translator artifact (a real ONNX graph)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from neurocast.models.artifact import (
+    from neurocast.models.serving.artifact import (
         ArtifactMetadata,
         InputSpec,
         OutputSpec,
@@ -188,8 +188,8 @@ def main() -> None:
     from neurocast.server.config import Settings
     from neurocast.server.registry import ModelRegistry
     from neurocast.server.runner import ServerThread
-    from neurocast.streaming.simulate import Simulator
-    from neurocast.streaming.spec import SimulatorSpec
+    from neurocast.streaming.sources.simulator.simulator import Simulator
+    from neurocast.streaming.sources.specs import SimulatorSpec
 
     spec = SimulatorSpec(modality="eeg", sfreq=250.0)
     stream = Simulator(spec).stream_info

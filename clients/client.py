@@ -35,8 +35,8 @@ import websockets
 import websockets.sync.client
 from pydantic import TypeAdapter
 
-from ..server.frames import SignalFrame, decode_signal_frame
-from ..server.schemas import (
+from neurocast.server.frames import SignalFrame, decode_signal_frame
+from neurocast.server.schemas import (
     ALL_OUTPUTS,
     FINISHED_JOB_STATES,
     DroppedMessage,
@@ -58,7 +58,7 @@ from ..server.schemas import (
     Subscribe,
     Subscribed,
 )
-from ..streaming.spec import SourceSpec
+from neurocast.streaming.sources.specs import SourceSpec
 
 Message: TypeAlias = (
     Subscribed

@@ -19,15 +19,15 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .config import Settings
-from .deps import AppState
-from .errors import ApiError
-from .jobs import JobManager
-from .metrics import Metrics
-from .registry import ModelRegistry
-from .routers import decode, health, models, sessions
-from .schemas import ServerMessage, Subscribe
-from .sessions import SessionManager
+from neurocast.server.config import Settings
+from neurocast.server.deps import AppState
+from neurocast.server.errors import ApiError
+from neurocast.server.jobs import JobManager
+from neurocast.server.metrics import Metrics
+from neurocast.server.registry import ModelRegistry
+from neurocast.server.routers import decode, health, models, sessions
+from neurocast.server.schemas import ServerMessage, Subscribe
+from neurocast.server.sessions import SessionManager
 
 logger = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from typing import Annotated
 from fastapi import Depends, Request, WebSocket, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from .config import Settings
-from .errors import ApiError
-from .jobs import JobManager
-from .metrics import Metrics
-from .registry import ModelRegistry
-from .sessions import SessionManager
+from neurocast.server.config import Settings
+from neurocast.server.errors import ApiError
+from neurocast.server.jobs import JobManager
+from neurocast.server.metrics import Metrics
+from neurocast.server.registry import ModelRegistry
+from neurocast.server.sessions import SessionManager
 
 
 @dataclass

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..streaming.results import Result
+from neurocast.streaming.engine.results import Result
 
 MAGIC = b"NCF1"
 VERSION = 1

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.websockets import WebSocket
 
-from ..streaming.results import Result
-from ..streaming.source import local_clock
-from .frames import encode_signal_frame
-from .records import dumps, result_message_json
-from .schemas import DroppedMessage, SessionStatus, StatusMessage, Subscribe
+from neurocast.server.frames import encode_signal_frame
+from neurocast.server.records import dumps, result_message_json
+from neurocast.server.schemas import DroppedMessage, SessionStatus, StatusMessage, Subscribe
+from neurocast.streaming.engine.results import Result
+from neurocast.streaming.sources.base import local_clock
 
 logger = logging.getLogger(__name__)
 

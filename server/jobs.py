@@ -1,7 +1,7 @@
 """Batch decoding of saved recordings, as jobs with progress.
 
 A job reads a file with MNE and runs it through
-:func:`~neurocast.streaming.pipeline.decode_array`, the engine live sessions use, so a file
+:func:`~neurocast.streaming.engine.pipeline.decode_array`, the engine live sessions use, so a file
 decoded in batch and the same file streamed give the same output for the same window.
 """
 
@@ -23,13 +23,13 @@ import mne
 import numpy as np
 from numpy.typing import NDArray
 
-from ..streaming.pipeline import WindowModel, decode_array
-from ..streaming.replay import SIMULATED_TAG, open_recording, recording_events
-from ..streaming.results import Result
-from ..streaming.source import Marker, SourceError, StreamInfo
-from .errors import not_found
-from .metrics import Metrics
-from .schemas import FINISHED_JOB_STATES, JobState, JobStatus
+from neurocast.server.errors import not_found
+from neurocast.server.metrics import Metrics
+from neurocast.server.schemas import FINISHED_JOB_STATES, JobState, JobStatus
+from neurocast.streaming.engine.pipeline import WindowModel, decode_array
+from neurocast.streaming.engine.results import Result
+from neurocast.streaming.sources.base import Marker, SourceError, StreamInfo
+from neurocast.streaming.sources.replay import SIMULATED_TAG, open_recording, recording_events
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..streaming.results import Result
+from neurocast.streaming.engine.results import Result
 
 
 def jsonable(value: Any) -> Any:

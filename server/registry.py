@@ -11,13 +11,13 @@ from typing import Any
 
 from fastapi import status
 
-from ..models.artifact import Artifact, list_artifacts
-from ..models.gallery import GALLERY_SUFFIX, Gallery, GalleryError
-from ..models.runtime import OnnxWindowModel, loaded_sessions
-from ..streaming.pipeline import WindowModel
-from .config import Settings
-from .errors import ApiError
-from .schemas import ModelInfo, ModelInput
+from neurocast.models.serving.artifact import Artifact, list_artifacts
+from neurocast.models.serving.gallery import GALLERY_SUFFIX, Gallery, GalleryError
+from neurocast.models.serving.runtime import OnnxWindowModel, loaded_sessions
+from neurocast.server.config import Settings
+from neurocast.server.errors import ApiError
+from neurocast.server.schemas import ModelInfo, ModelInput
+from neurocast.streaming.engine.pipeline import WindowModel
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ModelEntry:
     info : ModelInfo
         What ``GET /v1/models/{id}`` shows.
     load : callable
-        Returns a ready :class:`~neurocast.streaming.pipeline.WindowModel` (ONNX sessions are
+        Returns a ready :class:`~neurocast.streaming.engine.pipeline.WindowModel` (ONNX sessions are
         shared process-wide by the runtime, so calling it again is cheap).
     gallery : object | None
         The image gallery of a retrieval model (serves thumbnails), else None.

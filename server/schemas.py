@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..streaming.spec import SourceSpec
+from neurocast.streaming.sources.specs import SourceSpec
 
 SessionState = Literal["starting", "running", "stalled", "stopped", "failed"]
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]

@@ -17,16 +17,22 @@ import uuid
 import numpy as np
 from fastapi import status as http
 
-from ..streaming.loop import DecodeLoop
-from ..streaming.pipeline import WindowModel
-from ..streaming.spec import ReplaySpec, SimulatorSpec, SourceSpec, open_source
-from .config import Settings
-from .errors import ApiError, not_found, resolve_under_root
-from .hub import Hub, Outgoing
-from .metrics import Metrics
-from .records import dumps
-from .registry import ModelRegistry
-from .schemas import Percentiles, SessionCreate, SessionState, SessionStatus, StreamSummary
+from neurocast.server.config import Settings
+from neurocast.server.errors import ApiError, not_found, resolve_under_root
+from neurocast.server.hub import Hub, Outgoing
+from neurocast.server.metrics import Metrics
+from neurocast.server.records import dumps
+from neurocast.server.registry import ModelRegistry
+from neurocast.server.schemas import (
+    Percentiles,
+    SessionCreate,
+    SessionState,
+    SessionStatus,
+    StreamSummary,
+)
+from neurocast.streaming.engine.loop import DecodeLoop
+from neurocast.streaming.engine.pipeline import WindowModel
+from neurocast.streaming.sources.specs import ReplaySpec, SimulatorSpec, SourceSpec, open_source
 
 logger = logging.getLogger(__name__)
 

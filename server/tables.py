@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..streaming.results import Result
-from .records import dumps, result_record
+from neurocast.server.records import dumps, result_record
+from neurocast.streaming.engine.results import Result
 
 FORMATS = ("json", "npz", "parquet")
 

@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from neurocast.clients.cli import EXIT_OK, EXIT_USAGE, main
-from neurocast.models.align import (
+from neurocast.models.nets.brain_module import BrainModule, small_config
+from neurocast.models.serving.artifact import load_artifact
+from neurocast.models.serving.runtime import OnnxWindowModel
+from neurocast.models.training.align import (
     MIN_CEILING_2WAY,
     AlignedEpochs,
     AlignedModel,
@@ -22,11 +25,8 @@ from neurocast.models.align import (
     simulate_aligned_epochs,
     two_way_accuracy,
 )
-from neurocast.models.artifact import load_artifact
-from neurocast.models.brain_module import BrainModule, small_config
-from neurocast.models.runtime import OnnxWindowModel
-from neurocast.streaming.simulate import default_image_set
-from neurocast.streaming.spec import SimulatorSpec
+from neurocast.streaming.sources.simulator.simulator import default_image_set
+from neurocast.streaming.sources.specs import SimulatorSpec
 
 EEG8 = ["Fp1", "Fz", "C3", "Cz", "C4", "Pz", "O1", "O2"]
 SPEC = SimulatorSpec(sfreq=250.0, realtime=False, eeg_channels=EEG8)

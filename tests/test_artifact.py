@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from pydantic import ValidationError
 
-from neurocast.models.artifact import (
+from neurocast.models.serving.artifact import (
     METADATA_KEY,
     ArtifactError,
     ArtifactMetadata,
@@ -30,9 +30,9 @@ from neurocast.models.artifact import (
     read_metadata,
     save_artifact,
 )
-from neurocast.models.scalogram import ScalogramSpec
-from neurocast.streaming.preprocess import PreprocessSpec
-from neurocast.streaming.source import StreamInfo
+from neurocast.streaming.preprocessing.filters import PreprocessSpec
+from neurocast.streaming.preprocessing.scalogram import ScalogramSpec
+from neurocast.streaming.sources.base import StreamInfo
 
 pytestmark = pytest.mark.timeout(60)
 

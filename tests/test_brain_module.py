@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from neurocast.models.brain_module import (  # noqa: E402
+from neurocast.models.nets.brain_module import (  # noqa: E402
     BrainModule,
     BrainModuleConfig,
     CombinedLoss,
@@ -18,7 +18,7 @@ from neurocast.models.brain_module import (  # noqa: E402
     sensor_positions_2d,
     small_config,
 )
-from neurocast.streaming.geometry import default_info, template_montage  # noqa: E402
+from neurocast.streaming.sources.simulator.geometry import default_info, template_montage  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 

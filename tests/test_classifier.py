@@ -10,31 +10,24 @@ import pytest
 import torch
 
 from neurocast.clients.cli import build_parser
-from neurocast.models.artifact import (
-    InputSpec,
-    Provenance,
-    load_artifact,
-)
-from neurocast.models.backbones import (
+from neurocast.models.nets.backbones import (
     IMAGENET_NORMALIZATION,
     build_backbone,
     efficientnet_lite0,
     efficientnet_lite0_weights_path,
 )
-from neurocast.models.classifier import (
+from neurocast.models.nets.classifier import (
     PCAMixing,
     ScalogramClassifier,
     ScalogramStandardizer,
     SensorMixing,
 )
-from neurocast.models.export import (
-    ExportCheckError,
-    check_onnx,
-    export_classifier,
-    export_onnx,
+from neurocast.models.serving.artifact import (
+    InputSpec,
+    Provenance,
+    load_artifact,
 )
-from neurocast.models.scalogram import ScalogramSpec
-from neurocast.models.train import (
+from neurocast.models.training.classifier import (
     ScalogramWindows,
     TrainConfig,
     build_classifier,
@@ -43,8 +36,15 @@ from neurocast.models.train import (
     trial_log_proba,
     trial_windows,
 )
-from neurocast.models.trials import find_trials, read_recording
-from neurocast.streaming.preprocess import PreprocessSpec
+from neurocast.models.training.export import (
+    ExportCheckError,
+    check_onnx,
+    export_classifier,
+    export_onnx,
+)
+from neurocast.models.training.trials import find_trials, read_recording
+from neurocast.streaming.preprocessing.filters import PreprocessSpec
+from neurocast.streaming.preprocessing.scalogram import ScalogramSpec
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,9 +10,9 @@ import mne
 import numpy as np
 import pytest
 
-from neurocast.streaming.fieldtrip import FieldTripServer, FieldTripWriter
-from neurocast.streaming.source import StreamInfo
-from neurocast.streaming.spec import FieldTripSpec, open_source
+from neurocast.streaming.sources.base import StreamInfo
+from neurocast.streaming.sources.fieldtrip.source import FieldTripServer, FieldTripWriter
+from neurocast.streaming.sources.specs import FieldTripSpec, open_source
 
 
 def _free_port() -> int:

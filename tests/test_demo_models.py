@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurocast.models.artifact import StreamMismatchError, load_artifact
-from neurocast.models.runtime import OnnxWindowModel
-from neurocast.streaming.pipeline import decode_array
-from neurocast.streaming.simulate import Simulator
+from neurocast.models.serving.artifact import StreamMismatchError, load_artifact
+from neurocast.models.serving.runtime import OnnxWindowModel
+from neurocast.streaming.engine.pipeline import decode_array
+from neurocast.streaming.sources.simulator.simulator import Simulator
 
 ARTIFACT = Path(__file__).resolve().parents[1] / "models" / "artifacts" / "demo-classifier.onnx"
 
@@ -74,8 +74,8 @@ def test_decodes_a_simulated_stream_above_chance(demo_model: OnnxWindowModel) ->
 
 def test_training_is_deterministic(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from neurocast.models.demo import SimulatedClassifierConfig, train_simulated_classifier
-    from neurocast.models.train import TrainConfig
+    from neurocast.models.training.classifier import TrainConfig
+    from neurocast.models.training.demo import SimulatedClassifierConfig, train_simulated_classifier
 
     config = SimulatedClassifierConfig(
         train_s=24.0,

@@ -20,18 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mne.io.constants import FIFF
 
-from neurocast.streaming.fieldtrip import (
-    FieldTripClient,
-    FieldTripServer,
-    FieldTripSource,
-    FieldTripWriter,
-    _SampleClock,
-    guess_channel_type,
-    header_from_stream_info,
-    is_neuromag,
-    stream_info_from_header,
-)
-from neurocast.streaming.ftprotocol import (
+from neurocast.streaming.engine.ring import RingBuffer
+from neurocast.streaming.sources.base import Marker, SourceError, StreamInfo
+from neurocast.streaming.sources.fieldtrip.protocol import (
     UNTIL_NEWEST,
     ChunkType,
     Command,
@@ -59,9 +50,18 @@ from neurocast.streaming.ftprotocol import (
     parse_wait_request,
     split_message,
 )
-from neurocast.streaming.ring import RingBuffer
-from neurocast.streaming.source import Marker, SourceError, StreamInfo
-from neurocast.streaming.spec import FieldTripSpec, open_source
+from neurocast.streaming.sources.fieldtrip.source import (
+    FieldTripClient,
+    FieldTripServer,
+    FieldTripSource,
+    FieldTripWriter,
+    _SampleClock,
+    guess_channel_type,
+    header_from_stream_info,
+    is_neuromag,
+    stream_info_from_header,
+)
+from neurocast.streaming.sources.specs import FieldTripSpec, open_source
 
 pytestmark = pytest.mark.timeout(60)
 

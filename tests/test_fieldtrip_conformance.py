@@ -19,15 +19,15 @@ import mne
 import numpy as np
 import pytest
 
-from neurocast.streaming.fieldtrip import (
+from neurocast.streaming.sources.base import StreamInfo
+from neurocast.streaming.sources.fieldtrip.protocol import DataType, Event
+from neurocast.streaming.sources.fieldtrip.source import (
     FieldTripClient,
     FieldTripServer,
     FieldTripSource,
     FieldTripWriter,
 )
-from neurocast.streaming.ftprotocol import DataType, Event
-from neurocast.streaming.source import StreamInfo
-from neurocast.streaming.spec import FieldTripSpec
+from neurocast.streaming.sources.specs import FieldTripSpec
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # "MNE-realtime is discontinued"

@@ -12,7 +12,12 @@ import pytest
 from PIL import Image
 
 from neurocast.clients.cli import main
-from neurocast.models.gallery import Gallery, GalleryError, image_id_from_path, make_thumbnail
+from neurocast.models.serving.gallery import (
+    Gallery,
+    GalleryError,
+    image_id_from_path,
+    make_thumbnail,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,14 +48,14 @@ def _write_images(root: Path) -> None:
 @pytest.fixture(scope="module")
 def embedder():
     pytest.importorskip("torch")
-    from neurocast.models.embed_images import ImageEmbedder
+    from neurocast.models.training.embed_images import ImageEmbedder
 
     return ImageEmbedder(batch_size=8)
 
 
 @pytest.fixture(scope="module")
 def folder_gallery(tmp_path_factory, embedder) -> Gallery:
-    from neurocast.models.embed_images import build_gallery, find_images
+    from neurocast.models.training.embed_images import build_gallery, find_images
 
     root = tmp_path_factory.mktemp("images")
     _write_images(root)
@@ -104,7 +109,7 @@ def test_save_load_roundtrip(tmp_path: Path, folder_gallery: Gallery) -> None:
 
 
 def test_pca_projection_and_like(tmp_path: Path, embedder, folder_gallery: Gallery) -> None:
-    from neurocast.models.embed_images import ImageItem, build_gallery, find_images
+    from neurocast.models.training.embed_images import ImageItem, build_gallery, find_images
 
     root = tmp_path / "imgs"
     _write_images(root)
@@ -225,7 +230,7 @@ def test_image_ids_and_thumbnails() -> None:
 
 
 def test_find_images_errors(tmp_path: Path) -> None:
-    from neurocast.models.embed_images import build_gallery, find_images
+    from neurocast.models.training.embed_images import build_gallery, find_images
 
     with pytest.raises(FileNotFoundError):
         find_images(tmp_path / "nope")
@@ -261,7 +266,7 @@ def test_cli_build_and_info(tmp_path: Path, capsys, embedder) -> None:
 
 def test_gallery_module_does_not_import_torch() -> None:
     code = (
-        "import sys, neurocast.models.gallery, neurocast.clients.cmd_gallery; "
+        "import sys, neurocast.models.serving.gallery, neurocast.clients.cli.gallery; "
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

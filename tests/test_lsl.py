@@ -11,10 +11,10 @@ import uuid
 import numpy as np
 import pytest
 
-from neurocast.streaming.lsl import LSLSource, describe_channels, use_loopback_config
-from neurocast.streaming.ring import RingBuffer
-from neurocast.streaming.source import Chunk, SourceError, local_clock
-from neurocast.streaming.spec import LSLSpec
+from neurocast.streaming.engine.ring import RingBuffer
+from neurocast.streaming.sources.base import Chunk, SourceError, local_clock
+from neurocast.streaming.sources.lsl import LSLSource, describe_channels, use_loopback_config
+from neurocast.streaming.sources.specs import LSLSpec
 
 # liblsl reads its configuration once per process, at the first LSL call: keep discovery on
 # this machine (no multicast needed) and isolate this run from other LSL users.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from neurocast.clients.cli import main
-from neurocast.models.mutual_info import eeg_meg_mutual_info
+from neurocast.models.analysis.mutual_info import eeg_meg_mutual_info
 
 
 def _raw_with_geometry(coupling: float, lag: int = 0, seed: int = 0) -> mne.io.RawArray:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from neurocast.streaming.pipeline import DecodeEngine, decode_array
-from neurocast.streaming.preprocess import OnlinePreprocessor, PreprocessSpec
-from neurocast.streaming.results import Result, ResultKind
-from neurocast.streaming.source import Chunk, Marker, StreamInfo, local_clock
-from neurocast.streaming.windows import DecodeClock, WindowSamples, WindowSpec
+from neurocast.streaming.engine.pipeline import DecodeEngine, decode_array
+from neurocast.streaming.engine.results import Result, ResultKind
+from neurocast.streaming.engine.windows import DecodeClock, WindowSamples, WindowSpec
+from neurocast.streaming.preprocessing.filters import OnlinePreprocessor, PreprocessSpec
+from neurocast.streaming.sources.base import Chunk, Marker, StreamInfo, local_clock
 
 T0 = 5000.0  # source clock at the first sample, seconds
 

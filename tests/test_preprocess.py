@@ -10,15 +10,15 @@ import pytest
 from numpy.typing import NDArray
 from scipy import signal
 
-from neurocast.streaming import preprocess
-from neurocast.streaming.preprocess import (
+from neurocast.streaming.preprocessing import filters as preprocess
+from neurocast.streaming.preprocessing.filters import (
     OnlinePreprocessor,
     PreprocessSpec,
     fit_robust_scaler,
     hold_last_finite,
     preprocess_array,
 )
-from neurocast.streaming.source import StreamInfo
+from neurocast.streaming.sources.base import StreamInfo
 
 
 def stream_of(raw: mne.io.BaseRaw, name: str) -> tuple[StreamInfo, NDArray[np.float32]]:

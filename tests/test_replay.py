@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from neurocast.clients.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
-from neurocast.streaming.lsl import LSLSource, use_loopback_config
-from neurocast.streaming.replay import FieldTripPlayer, LSLPlayer, ReplaySource
-from neurocast.streaming.source import Chunk, SourceError, local_clock
-from neurocast.streaming.spec import FieldTripSpec, LSLSpec, ReplaySpec
+from neurocast.streaming.sources.base import Chunk, SourceError, local_clock
+from neurocast.streaming.sources.lsl import LSLSource, use_loopback_config
+from neurocast.streaming.sources.replay import FieldTripPlayer, LSLPlayer, ReplaySource
+from neurocast.streaming.sources.specs import FieldTripSpec, LSLSpec, ReplaySpec
 
 # liblsl reads its configuration once per process: keep discovery on this machine
 if "LSLAPICFG" not in os.environ:
@@ -217,7 +217,7 @@ def test_lsl_player_publishes_samples_markers_and_metadata(shared_data: Path) ->
 
 @pytest.mark.shared_data
 def test_fieldtrip_player_writes_the_files_samples(shared_data: Path) -> None:
-    from neurocast.streaming.fieldtrip import FieldTripServer, FieldTripSource
+    from neurocast.streaming.sources.fieldtrip.source import FieldTripServer, FieldTripSource
 
     path = shared_data / FIF
     raw = _raw(path)

@@ -10,9 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from neurocast.clients.cli import main  # noqa: E402
-from neurocast.models.artifact import load_artifact  # noqa: E402
-from neurocast.models.gallery import Gallery, make_thumbnail  # noqa: E402
-from neurocast.models.retrieval import (  # noqa: E402
+from neurocast.models.serving.artifact import load_artifact  # noqa: E402
+from neurocast.models.serving.gallery import Gallery, make_thumbnail  # noqa: E402
+from neurocast.models.serving.runtime import OnnxWindowModel  # noqa: E402
+from neurocast.models.training.retrieval import (  # noqa: E402
     EpochSet,
     RidgeRetrieval,
     WindowGeometry,
@@ -23,10 +24,9 @@ from neurocast.models.retrieval import (  # noqa: E402
     retrieval_spec,
     top_k_accuracy,
 )
-from neurocast.models.runtime import OnnxWindowModel  # noqa: E402
-from neurocast.streaming.pipeline import decode_array  # noqa: E402
-from neurocast.streaming.preprocess import OnlinePreprocessor, preprocess_array  # noqa: E402
-from neurocast.streaming.simulate import Simulator  # noqa: E402
+from neurocast.streaming.engine.pipeline import decode_array  # noqa: E402
+from neurocast.streaming.preprocessing.filters import OnlinePreprocessor, preprocess_array  # noqa: E402
+from neurocast.streaming.sources.simulator.simulator import Simulator  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -279,8 +279,8 @@ def test_cli_trains_from_annotated_recording(tmp_path: Path, sim: Simulator) -> 
 
 
 def test_export_refuses_a_module_of_another_space(tmp_path: Path, sim: Simulator) -> None:
-    from neurocast.models.brain_module import small_config
-    from neurocast.models.retrieval import export_retrieval, make_brain_module
+    from neurocast.models.nets.brain_module import small_config
+    from neurocast.models.training.retrieval import export_retrieval, make_brain_module
 
     geo = WindowGeometry.from_seconds(0.1, 0.2, 120.0)
     module = make_brain_module(sim.info, geo, DIM + 1, small_config())

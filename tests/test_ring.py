@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from neurocast.streaming.ring import NotEnoughDataError, RingBuffer
+from neurocast.streaming.engine.ring import NotEnoughDataError, RingBuffer
 
 SFREQ = 100.0
 

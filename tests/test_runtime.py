@@ -18,7 +18,7 @@ from test_artifact import (
     stream,
 )
 
-from neurocast.models.artifact import (
+from neurocast.models.serving.artifact import (
     ArtifactMetadata,
     InputSpec,
     OutputSpec,
@@ -27,8 +27,8 @@ from neurocast.models.artifact import (
     load_artifact,
     save_artifact,
 )
-from neurocast.models.gallery import Gallery
-from neurocast.models.runtime import (
+from neurocast.models.serving.gallery import Gallery
+from neurocast.models.serving.runtime import (
     CPU,
     CUDA,
     ENV_THREADS,
@@ -38,9 +38,9 @@ from neurocast.models.runtime import (
     loaded_sessions,
     release_session,
 )
-from neurocast.models.scalogram import ScalogramSpec
-from neurocast.streaming.pipeline import decode_array
-from neurocast.streaming.preprocess import PreprocessSpec, preprocess_array
+from neurocast.streaming.engine.pipeline import decode_array
+from neurocast.streaming.preprocessing.filters import PreprocessSpec, preprocess_array
+from neurocast.streaming.preprocessing.scalogram import ScalogramSpec
 
 pytestmark = pytest.mark.timeout(120)
 

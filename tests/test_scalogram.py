@@ -11,14 +11,14 @@ from mne.time_frequency import morlet, tfr_array_morlet
 from numpy.testing import assert_allclose
 from pydantic import ValidationError
 
-from neurocast.models.scalogram import (
+from neurocast.streaming.preprocessing.filters import OnlinePreprocessor, PreprocessSpec
+from neurocast.streaming.preprocessing.scalogram import (
     ScalogramPreprocessor,
     ScalogramSpec,
     StreamingMorlet,
     morlet_power,
 )
-from neurocast.streaming.preprocess import OnlinePreprocessor, PreprocessSpec
-from neurocast.streaming.source import StreamInfo
+from neurocast.streaming.sources.base import StreamInfo
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,8 +17,8 @@ from neurocast.server.frames import (
     decode_signal_frame,
     encode_signal_frame,
 )
-from neurocast.streaming.results import Latency, Result
-from neurocast.streaming.source import Marker
+from neurocast.streaming.engine.results import Latency, Result
+from neurocast.streaming.sources.base import Marker
 
 
 def _result(n_ch: int = 3, n_s: int = 5, simulated: bool = True, valid: bool = True) -> Result:

@@ -12,8 +12,8 @@ import pytest
 from neurocast.server.frames import decode_signal_frame
 from neurocast.server.hub import Hub, Outgoing, Subscriber
 from neurocast.server.schemas import Subscribe
-from neurocast.streaming.results import Result
-from neurocast.streaming.source import Marker
+from neurocast.streaming.engine.results import Result
+from neurocast.streaming.sources.base import Marker
 
 
 def _result(end: int, model: str = "clf", kind: str = "probabilities", markers=()) -> Result:

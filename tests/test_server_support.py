@@ -24,21 +24,21 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from neurocast.clients.client import Client
-from neurocast.models.artifact import (
+from neurocast.models.serving.artifact import (
     ArtifactMetadata,
     InputSpec,
     OutputSpec,
     Provenance,
     save_artifact,
 )
-from neurocast.models.gallery import Gallery, make_thumbnail
+from neurocast.models.serving.gallery import Gallery, make_thumbnail
 from neurocast.server.app import create_app
 from neurocast.server.config import Settings
 from neurocast.server.registry import ModelRegistry
 from neurocast.server.runner import ServerThread
-from neurocast.streaming.preprocess import PreprocessSpec
-from neurocast.streaming.simulate import Simulator
-from neurocast.streaming.spec import SimulatorSpec
+from neurocast.streaming.preprocessing.filters import PreprocessSpec
+from neurocast.streaming.sources.simulator.simulator import Simulator
+from neurocast.streaming.sources.specs import SimulatorSpec
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -12,8 +12,9 @@ import pytest
 from mne.io.constants import FIFF
 from scipy import signal
 
-from neurocast.streaming import geometry
-from neurocast.streaming.simulate import (
+from neurocast.streaming.sources.base import Source, SourceError, local_clock
+from neurocast.streaming.sources.simulator import geometry
+from neurocast.streaming.sources.simulator.simulator import (
     SIMULATED_TAG,
     SimulatedEpochs,
     Simulator,
@@ -22,8 +23,7 @@ from neurocast.streaming.simulate import (
     default_image_set,
     load_image_set,
 )
-from neurocast.streaming.source import Source, SourceError, local_clock
-from neurocast.streaming.spec import SimulatorSpec, open_source
+from neurocast.streaming.sources.specs import SimulatorSpec, open_source
 
 SFREQ = 250.0
 

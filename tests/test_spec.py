@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from neurocast.streaming.replay import ReplaySource
-from neurocast.streaming.spec import (
+from neurocast.streaming.sources.replay import ReplaySource
+from neurocast.streaming.sources.specs import (
     FieldTripSpec,
     LSLSpec,
     ReplaySpec,
@@ -69,7 +69,7 @@ def test_open_source_builds_the_replay_source() -> None:
 
 
 def test_open_source_builds_an_unopened_lsl_source() -> None:
-    from neurocast.streaming.lsl import LSLSource
+    from neurocast.streaming.sources.lsl import LSLSource
 
     source = open_source(LSLSpec(name="nothing-is-resolved-yet"))
     assert isinstance(source, LSLSource)

@@ -10,10 +10,16 @@ import pytest
 import torch
 
 from neurocast.clients.cli import EXIT_OK, EXIT_USAGE, main
-from neurocast.models.artifact import StreamMismatchError, load_artifact
-from neurocast.models.runtime import OnnxWindowModel
-from neurocast.models.train import torch_threads
-from neurocast.models.translation import (
+from neurocast.models.nets.translator import (
+    EEGToMEGUNet,
+    LinearTranslator,
+    ScaledTranslator,
+    TranslatorConfig,
+)
+from neurocast.models.serving.artifact import StreamMismatchError, load_artifact
+from neurocast.models.serving.runtime import OnnxWindowModel
+from neurocast.models.training.classifier import torch_threads
+from neurocast.models.training.translation import (
     RidgeTranslator,
     TranslationModel,
     TranslatorTrainConfig,
@@ -21,23 +27,17 @@ from neurocast.models.translation import (
     export_translator,
     fit_translator,
 )
-from neurocast.models.translation_data import (
+from neurocast.models.training.translation_data import (
     TranslationWindow,
     recording_segment,
     simulate_segments,
     simulator_spec,
     ssp_projector,
 )
-from neurocast.models.translation_scoring import evaluate_segment, score_translation
-from neurocast.models.translator import (
-    EEGToMEGUNet,
-    LinearTranslator,
-    ScaledTranslator,
-    TranslatorConfig,
-)
-from neurocast.streaming.pipeline import decode_array
-from neurocast.streaming.simulate import Simulator
-from neurocast.streaming.source import StreamInfo
+from neurocast.models.training.translation_scoring import evaluate_segment, score_translation
+from neurocast.streaming.engine.pipeline import decode_array
+from neurocast.streaming.sources.base import StreamInfo
+from neurocast.streaming.sources.simulator.simulator import Simulator
 
 EEG8 = ["Fp1", "Fz", "C3", "Cz", "C4", "Pz", "O1", "O2"]
 SIM_SFREQ = 250.0

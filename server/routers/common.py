@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from ..deps import require_token
-from ..schemas import ErrorResponse
+from neurocast.server.deps import require_token
+from neurocast.server.schemas import ErrorResponse
 
 Responses = dict[int | str, dict[str, Any]]
 

@@ -11,12 +11,12 @@ from typing import Annotated
 
 from fastapi import File, Form, Query, Response, UploadFile, status
 
-from ..deps import StateDep
-from ..errors import ApiError, resolve_under_root
-from ..jobs import Job, RecordingError, check_models, read_header, stream_of
-from ..schemas import JobList, JobResults, JobStatus, ResultFormat
-from ..tables import to_json, to_npz, to_parquet
-from .common import error, protected_router
+from neurocast.server.deps import StateDep
+from neurocast.server.errors import ApiError, resolve_under_root
+from neurocast.server.jobs import Job, RecordingError, check_models, read_header, stream_of
+from neurocast.server.routers.common import error, protected_router
+from neurocast.server.schemas import JobList, JobResults, JobStatus, ResultFormat
+from neurocast.server.tables import to_json, to_npz, to_parquet
 
 router = protected_router("batch decoding")
 

@@ -8,9 +8,9 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..deps import StateDep, require_token
-from ..schemas import Health
-from .common import AUTH
+from neurocast.server.deps import StateDep, require_token
+from neurocast.server.routers.common import AUTH
+from neurocast.server.schemas import Health
 
 router = APIRouter(tags=["health"])
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import Response
 
-from ..deps import StateDep
-from ..schemas import ModelInfo, ModelList
-from .common import error, protected_router
+from neurocast.server.deps import StateDep
+from neurocast.server.routers.common import error, protected_router
+from neurocast.server.schemas import ModelInfo, ModelList
 
 router = protected_router("models")
 

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Response, WebSocket, WebSocketDisconnect, status
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from ..deps import StateDep, token_ok, websocket_token, ws_state
-from ..hub import Hub, Outgoing, Subscriber
-from ..schemas import (
+from neurocast.server.deps import StateDep, token_ok, websocket_token, ws_state
+from neurocast.server.hub import Hub, Outgoing, Subscriber
+from neurocast.server.routers.common import error, protected_router
+from neurocast.server.schemas import (
     ErrorMessage,
     ErrorResponse,
     SessionCreate,
@@ -22,7 +23,6 @@ from ..schemas import (
     Subscribe,
     Subscribed,
 )
-from .common import error, protected_router
 
 logger = logging.getLogger(__name__)
 

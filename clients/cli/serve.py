@@ -1,0 +1,80 @@
+"""``neurocast serve``: run the decoding service (REST, WebSocket, dashboard) under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from neurocast.clients.cli.exit_codes import EXIT_OK, EXIT_USAGE
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` command."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the decoding service",
+        description=(
+            "Serve the REST API, the WebSocket result streams and the dashboard. Options "
+            "override the NEUROCAST_* environment variables. Clients need the bearer token "
+            "(NEUROCAST_TOKEN, or the one printed at start when none is set); NEUROCAST_AUTH=off "
+            "disables auth, only on a loopback address."
+        ),
+    )
+    parser.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="TCP port (default 8000)")
+    parser.add_argument("--models-dir", type=Path, help="directory of model artifacts")
+    parser.add_argument(
+        "--data-root", type=Path, help="files under it may be decoded or replayed by path"
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        metavar="ORIGIN",
+        help="allow browser calls from this origin (repeatable; '*' for any)",
+    )
+    parser.add_argument("--max-upload-mb", type=float, help="upload size limit in MiB")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the settings and serve until interrupted."""
+    import uvicorn
+
+    from neurocast.server.app import create_app
+    from neurocast.server.config import Settings
+    from neurocast.server.runner import uvicorn_config
+
+    overrides: dict[str, object] = {
+        "host": args.host,
+        "port": args.port,
+        "models_dir": args.models_dir,
+        "data_root": args.data_root,
+        "cors_origins": args.cors_origins,
+    }
+    if args.max_upload_mb is not None:
+        overrides["max_upload_bytes"] = int(args.max_upload_mb * 1024**2)
+    try:
+        settings = Settings.from_env(**overrides)
+    except ValidationError as exc:
+        for err in exc.errors():
+            print(f"neurocast serve: {err['msg']}", file=sys.stderr)
+        return EXIT_USAGE
+    app = create_app(settings)
+    if settings.token_generated:
+        print(
+            f"neurocast serve: no NEUROCAST_TOKEN set; clients must send this run's token:\n"
+            f"  {settings.effective_token}\n"
+            f"dashboard: http://{settings.host}:{settings.port}/dashboard/#token="
+            f"{settings.effective_token}",
+            file=sys.stderr,
+        )
+    uvicorn.Server(uvicorn_config(app, settings.host, settings.port, args.log_level)).run()
+    return EXIT_OK

@@ -1,0 +1,268 @@
+"""Classifiers trained on the embedded simulator: the shipped demo model and benchmark models.
+
+:func:`train_simulated_classifier` records a continuous SIMULATED stream from
+:class:`~neurocast.streaming.sources.simulator.simulator.Simulator` (class blocks ``rest`` / ``speech`` /
+``motor``), cuts scalogram windows inside the class blocks exactly as the decode engine will,
+trains a :class:`~neurocast.models.nets.classifier.ScalogramClassifier` (validation on held-out
+blocks, early stopping) and measures its balanced accuracy on a second stream of another seed
+(the same simulated subject) before exporting it. :func:`build_demo_models` writes the small
+model that ships with the package (``models/artifacts/demo-classifier.onnx``; rebuild it with
+``neurocast train demo``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import mne
+import numpy as np
+from numpy.typing import NDArray
+
+from neurocast.models.serving.artifact import Artifact, InputSpec, Provenance
+from neurocast.models.training.classifier import (
+    ScalogramWindows,
+    TrainConfig,
+    build_classifier,
+    evaluate,
+    export_check_inputs,
+    fit,
+    preprocess_recording,
+    recording_power,
+    split_windows,
+    trial_windows,
+    with_signal_scaling,
+)
+from neurocast.models.training.export import export_classifier, git_commit
+from neurocast.models.training.trials import Trials, find_trials
+from neurocast.streaming.preprocessing.filters import PreprocessSpec
+from neurocast.streaming.preprocessing.scalogram import ScalogramSpec
+from neurocast.streaming.sources.simulator.simulator import Simulator
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
+DEMO_CLASSIFIER = "demo-classifier"
+
+
+@dataclass(frozen=True)
+class SimulatedClassifierConfig:
+    """How a classifier is trained on the simulator.
+
+    Parameters
+    ----------
+    backbone : str
+        Vision backbone (``"compact"`` for the small shipped demo model).
+    pretrained : bool
+        ImageNet initialisation (EfficientNet-Lite0 only ships weights).
+    input_size : int
+        Side of the backbone's input image in pixels.
+    compact_width : int
+        First-stage width of the compact CNN.
+    channel_types : tuple of str
+        Simulated sensors the model reads (``"meg"`` picks magnetometers and gradiometers).
+    resample_hz : float
+        Rate the stream is resampled to before the scalogram, in Hz.
+    freqs_hz : tuple of float
+        Wavelet frequencies in Hz.
+    cycles_per_hz : float
+        ``n_cycles = cycles_per_hz * freq`` (a constant time resolution of the wavelets).
+    window_s : float
+        Model window in seconds.
+    train_s, test_s : float
+        Length of the training stream and of the held-out test stream, in seconds.
+    tmin_s, tmax_s : float
+        Range of window ends after each class-block onset, in seconds.
+    train_stride_s : float
+        Step between training windows in seconds.
+    val_fraction : float
+        Fraction of training blocks held out for early stopping.
+    train : TrainConfig
+        Optimisation settings.
+    seed : int
+        Simulator seed of the training stream (the test stream uses ``seed + 1``) and training
+        seed.
+    """
+
+    backbone: str = "compact"
+    pretrained: bool = False
+    input_size: int = 32
+    compact_width: int = 16
+    channel_types: tuple[str, ...] = ("meg",)
+    resample_hz: float = 250.0
+    freqs_hz: tuple[float, ...] = tuple(np.round(np.geomspace(6.0, 45.0, 12), 3).tolist())
+    cycles_per_hz: float = 0.5
+    window_s: float = 0.1
+    train_s: float = 240.0
+    test_s: float = 80.0
+    tmin_s: float = 0.6
+    tmax_s: float = 3.4
+    train_stride_s: float = 0.1
+    val_fraction: float = 0.2
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_epochs=15, patience=4))
+    seed: int = 0
+
+
+def simulated_input_spec(sim: Simulator, config: SimulatedClassifierConfig) -> InputSpec:
+    """The input a simulator-trained model reads: its sensors, preprocessing and wavelets."""
+    info = sim.info
+    picks = mne.pick_types(
+        info,
+        meg="meg" in config.channel_types,
+        eeg="eeg" in config.channel_types,
+        exclude=[],
+    )
+    if not len(picks):
+        raise ValueError(f"The simulator has no channels of types {config.channel_types}.")
+    ch_names = [info["ch_names"][i] for i in picks]
+    ch_types = [mne.channel_type(info, i) for i in picks]
+    freqs = np.asarray(config.freqs_hz)
+    return InputSpec(
+        ch_names=ch_names,
+        ch_types=ch_types,
+        sfreq_hz=sim.sfreq,
+        window_s=config.window_s,
+        context_s=0.0,
+        stride_s=0.025,
+        preprocess=PreprocessSpec(picks=ch_names, resample_hz=config.resample_hz),
+        scalogram=ScalogramSpec(
+            sfreq_hz=config.resample_hz,
+            freqs_hz=freqs.tolist(),
+            n_cycles=(config.cycles_per_hz * freqs).tolist(),
+            decim=1,
+        ),
+    )
+
+
+def train_simulated_classifier(
+    path: str | Path,
+    config: SimulatedClassifierConfig | None = None,
+    *,
+    name: str = DEMO_CLASSIFIER,
+    version: str = "1",
+    description: str = "",
+) -> Artifact:
+    """Train a classifier of the simulator's classes on SIMULATED data and export it.
+
+    Parameters
+    ----------
+    path : path-like
+        The artifact to write.
+    config : SimulatedClassifierConfig | None
+        Settings (defaults: the small demo model).
+    name, version, description : str
+        Artifact metadata.
+
+    Returns
+    -------
+    artifact : Artifact
+        The written artifact; its metrics hold the balanced accuracy on the held-out
+        simulated stream and ``simulated_training_data`` is True.
+    """
+    config = config or SimulatedClassifierConfig()
+    train_sim = Simulator(seed=config.seed)
+    spec = simulated_input_spec(train_sim, config)
+    class_names = list(train_sim.class_names)
+    event_map = {f"class/{c}": c for c in class_names}
+
+    def recorded(sim: Simulator, seconds: float) -> tuple[NDArray[np.float32], Trials]:
+        raw = sim.simulate_raw(seconds)
+        data = raw.get_data().astype(np.float32)
+        return preprocess_recording(data, sim.stream_info, spec), find_trials(raw, event_map)
+
+    def windows_of(
+        signal: NDArray[np.float32], trials: Trials, stride_s: float
+    ) -> ScalogramWindows:
+        return trial_windows(
+            [recording_power(signal, spec)],
+            [trials.onsets / trials.sfreq],
+            [trials.labels],
+            spec,
+            tmin_s=config.tmin_s,
+            tmax_s=config.tmax_s,
+            stride_s=stride_s,
+        )
+
+    logger.info("Simulating %g s of training stream (SIMULATED data)", config.train_s)
+    signal, trials = recorded(train_sim, config.train_s)
+    spec = with_signal_scaling(spec, [signal])
+    windows = windows_of(signal, trials, config.train_stride_s)
+    train, val = split_windows(windows, config.val_fraction, config.seed)
+    model = build_classifier(
+        train,
+        len(class_names),
+        backbone=config.backbone,
+        pretrained=config.pretrained,
+        input_size=config.input_size,
+        compact_width=config.compact_width,
+        seed=config.seed,
+    )
+    result = fit(model, train, val, replace(config.train, seed=config.seed))
+    test = windows_of(*recorded(Simulator(seed=config.seed + 1), config.test_s), spec.stride_s)
+    scores = evaluate(model, test)
+    logger.info("Held-out simulated stream: %s", scores)
+    settings = {k: v for k, v in asdict(config).items() if k != "train"}
+    return export_classifier(
+        model,
+        path,
+        check_inputs=export_check_inputs(test, config.seed),
+        name=name,
+        version=version,
+        input_spec=spec,
+        class_names=class_names,
+        provenance=Provenance(
+            data=(
+                f"SIMULATED: neurocast simulator (seed {config.seed}, subject_seed 0), "
+                f"{config.train_s:g} s continuous stream with class blocks {class_names}"
+            ),
+            split=(
+                f"train/validation: class blocks of the seed-{config.seed} stream "
+                f"({len(np.unique(train.groups))}/{len(np.unique(val.groups))} blocks); test: "
+                f"a separate {config.test_s:g} s stream of seed {config.seed + 1}"
+            ),
+            seed=config.seed,
+            git_commit=git_commit(),
+        ),
+        metrics={
+            "test_window_balanced_accuracy": scores["window_balanced_accuracy"],
+            "test_block_balanced_accuracy": scores["trial_balanced_accuracy"],
+            "val_window_balanced_accuracy": result.val_balanced_accuracy,
+            "best_epoch": float(result.best_epoch),
+            "chance_balanced_accuracy": 1.0 / len(class_names),
+        },
+        metrics_note=(
+            f"Measured on SIMULATED data: a held-out {config.test_s:g} s stream of simulator "
+            f"seed {config.seed + 1}; windows of {config.window_s:g} s every "
+            f"{spec.stride_s:g} s ending {config.tmin_s:g}-{config.tmax_s:g} s after each "
+            "block onset; block decision = mean window log-probability. Settings: "
+            f"{settings}."
+        ),
+        simulated_training_data=True,
+        description=description
+        or (
+            "Demo classifier of the simulator's activity classes, trained on SIMULATED data "
+            f"({config.backbone} backbone, {config.input_size} px input). Not a model of real "
+            "brain data."
+        ),
+    )
+
+
+def build_demo_models(out_dir: str | Path = ARTIFACT_DIR, *, seed: int = 0) -> list[Artifact]:
+    """Train and write the models the demo ships with (``neurocast train demo``).
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Folder of the artifacts (the package's ``models/artifacts`` by default).
+    seed : int
+        Simulator and training seed (the shipped models use 0).
+
+    Returns
+    -------
+    artifacts : list of Artifact
+        The written artifacts.
+    """
+    config = SimulatedClassifierConfig(seed=seed)
+    path = Path(out_dir) / f"{DEMO_CLASSIFIER}.onnx"
+    return [train_simulated_classifier(path, config)]

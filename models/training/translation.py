@@ -1,0 +1,591 @@
+"""EEG→MEG translators: the ridge baseline, network training and export.
+
+Both models learn from simultaneous EEG and MEG segments (:mod:`.translation_data`: simulated
+training data, continuous preprocessing, common EEG scale). The ridge baseline
+(:class:`RidgeTranslator`) maps each sample's average-referenced EEG onto every MEG channel,
+fitted on the samples of the same windows the network (:class:`.translator.EEGToMEGUNet`)
+learns from; :func:`fit_translator` fits both. :func:`export_translator` writes either as a
+translation artifact that outputs MEG in tesla and tesla/metre. Scoring is in
+:mod:`.translation_scoring`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+from tqdm.auto import tqdm
+
+from neurocast.models.nets.translator import (
+    EEGToMEGUNet,
+    LinearTranslator,
+    ScaledTranslator,
+    TranslatorConfig,
+)
+from neurocast.models.serving.artifact import Artifact, InputSpec, OutputSpec
+from neurocast.models.training.checked_export import export_checked
+from neurocast.models.training.classifier import set_seed, torch_threads
+from neurocast.models.training.translation_data import (
+    SimultaneousSegment,
+    TranslationScaling,
+    TranslationWindow,
+    model_inputs,
+    standardized,
+)
+from neurocast.streaming.preprocessing.filters import PreprocessSpec
+from neurocast.streaming.sources.simulator.simulator import SIMULATED_TAG
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- ridge
+
+
+class RidgeTranslator:
+    """Linear EEG→MEG baseline: ridge regression from each sample's EEG to every MEG channel.
+
+    The EEG is average-referenced first (as in the network); an intercept is fitted. The
+    regularisation, one value for all MEG channels, is relative to the mean eigenvalue of the
+    EEG covariance (so it does not depend on units) and is chosen on validation data from
+    *other* recordings or simulated subjects: leave-one-out on the training samples would
+    favour too little regularisation, neighbouring samples of a time series being alike.
+
+    Parameters
+    ----------
+    alphas : sequence of float
+        Candidate relative regularisation strengths.
+    """
+
+    def __init__(self, alphas: Sequence[float] = tuple(np.logspace(-6, 1, 15))) -> None:
+        if not len(alphas) or min(alphas) < 0:
+            raise ValueError("alphas must be a non-empty sequence of non-negative values.")
+        self.alphas = tuple(float(a) for a in alphas)
+        self.alpha: float | None = None
+        self.weight: NDArray[np.float64] | None = None
+        self.bias: NDArray[np.float64] | None = None
+        self.val_mse: dict[float, float] = {}
+
+    @staticmethod
+    def _design(x: ArrayLike, name: str) -> NDArray[np.float64]:
+        """(n_eeg, n_samples) → average-referenced, still (n_eeg, n_samples)."""
+        arr = np.asarray(x, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[0] < 2:
+            raise ValueError(f"{name} must be (n_eeg >= 2, n_samples), got shape {arr.shape}.")
+        return arr - arr.mean(axis=0, keepdims=True)
+
+    def fit(
+        self,
+        x: ArrayLike,
+        y: ArrayLike,
+        x_val: ArrayLike | None = None,
+        y_val: ArrayLike | None = None,
+    ) -> RidgeTranslator:
+        """Fit on EEG ``x`` (n_eeg, n_samples) and MEG ``y`` (n_meg, n_samples).
+
+        ``x_val`` and ``y_val`` (validation EEG and MEG) choose the regularisation; they are
+        required when more than one candidate is given.
+        """
+        xa = np.asarray(x)
+        ya = np.asarray(y)
+        if xa.ndim != 2 or xa.shape[0] < 2:
+            raise ValueError(f"x must be (n_eeg >= 2, n_samples), got shape {xa.shape}.")
+        if ya.ndim != 2 or ya.shape[1] != xa.shape[1]:
+            raise ValueError(
+                f"y must be (n_meg, {xa.shape[1]}) like x's samples, got shape {ya.shape}."
+            )
+        # means, then cross-products accumulated over blocks: float64 sums without a float64
+        # copy of the (large) MEG array
+        mx = xa.mean(axis=1, dtype=np.float64)[:, None]
+        mx -= mx.mean()  # the time mean of the average-referenced EEG
+        my = ya.mean(axis=1, dtype=np.float64)[:, None]
+        gram = np.zeros((xa.shape[0], xa.shape[0]))
+        cross = np.zeros((ya.shape[0], xa.shape[0]))
+        for a in range(0, xa.shape[1], 8192):
+            xb = self._design(xa[:, a : a + 8192], "x") - mx
+            yb = ya[:, a : a + 8192].astype(np.float64) - my
+            gram += xb @ xb.T
+            cross += yb @ xb.T
+        unit = np.trace(gram) / len(gram)
+        evals, evecs = np.linalg.eigh(gram)
+        proj = cross @ evecs  # solutions for every alpha share the eigenbasis
+
+        def solve(alpha: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+            w = (proj / (evals + alpha * unit)) @ evecs.T
+            return w, (my - w @ mx).ravel()
+
+        if x_val is None or y_val is None:
+            if len(self.alphas) > 1:
+                raise ValueError(
+                    "Choosing among several alphas needs validation data (x_val, y_val)."
+                )
+            self.alpha = self.alphas[0]
+        else:
+            xv = self._design(x_val, "x_val")
+            yv = np.asarray(y_val, dtype=np.float64)
+            if yv.shape != (ya.shape[0], xv.shape[1]):
+                raise ValueError(
+                    f"y_val must be ({ya.shape[0]}, {xv.shape[1]}), got shape {yv.shape}."
+                )
+            for alpha in self.alphas:
+                w, b = solve(alpha)
+                self.val_mse[alpha] = float(np.mean((w @ xv + b[:, None] - yv) ** 2))
+            self.alpha = min(self.val_mse, key=self.val_mse.__getitem__)
+        self.weight, self.bias = solve(self.alpha)
+        return self
+
+    def predict(self, x: ArrayLike) -> NDArray[np.float32]:
+        """MEG (n_meg, n_samples) for EEG ``x`` (n_eeg, n_samples), or batches of them."""
+        if self.weight is None or self.bias is None:
+            raise RuntimeError("Fit the ridge translator before predicting.")
+        arr = np.asarray(x, dtype=np.float64)
+        if arr.ndim < 2 or arr.shape[-2] != self.weight.shape[1]:
+            raise ValueError(
+                f"x must be (..., {self.weight.shape[1]} EEG channels, n_samples), got {arr.shape}."
+            )
+        arr = arr - arr.mean(axis=-2, keepdims=True)
+        out = np.einsum("me,...et->...mt", self.weight, arr) + self.bias[:, None]
+        return out.astype(np.float32)
+
+    def module(self) -> LinearTranslator:
+        """The fitted map as a torch module (for export)."""
+        if self.weight is None or self.bias is None:
+            raise RuntimeError("Fit the ridge translator before exporting it.")
+        return LinearTranslator(self.weight, self.bias)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TranslatorTrainConfig:
+    """Hyper-parameters of translator training.
+
+    Attributes
+    ----------
+    max_steps : int
+        Upper bound on optimiser steps (each on a fresh batch of random windows).
+    batch_size : int
+        Windows per step.
+    lr : float
+        Adam learning rate.
+    weight_decay : float
+        Adam weight decay.
+    eval_every : int
+        Steps between validation losses.
+    patience : int
+        Stop after this many validations without a lower loss; the best weights are kept.
+    n_val_windows : int
+        Fixed validation windows (from the validation segments).
+    max_ridge_samples : int
+        At most this many samples (drawn from the training windows, and no more windows'
+        worth than the training data hold) fit the ridge baseline.
+    init_from_ridge : bool
+        Start the network's linear path at the ridge solution.
+    n_threads : int
+        Torch threads while training; small networks train fastest on one thread, and more
+        threads spin against each other on a busy machine.
+    seed : int
+        Seed of weights, window draws and dropout.
+    """
+
+    max_steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    eval_every: int = 100
+    patience: int = 4
+    n_val_windows: int = 256
+    max_ridge_samples: int = 150_000
+    init_from_ridge: bool = True
+    n_threads: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise ValueError("max_steps, batch_size and eval_every must be positive.")
+        if not self.lr > 0 or self.weight_decay < 0 or self.patience < 1:
+            raise ValueError("lr must be positive, weight_decay >= 0 and patience >= 1.")
+        if self.n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {self.n_threads}.")
+
+
+class WindowDraw:
+    """Random windows of model input and targets from standardised segments.
+
+    Parameters
+    ----------
+    inputs, targets : list of ndarray
+        Per segment: finalised EEG (n_eeg, n) and standardised MEG (n_meg, n).
+    n_times : int
+        Samples per window.
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[NDArray[np.float32]],
+        targets: Sequence[NDArray[np.float32]],
+        n_times: int,
+    ) -> None:
+        self.inputs, self.targets, self.n_times = list(inputs), list(targets), n_times
+        self._lengths = np.array([x.shape[1] - n_times + 1 for x in self.inputs])
+        if (self._lengths < 1).any():
+            raise ValueError(f"Every segment must hold at least one window of {n_times} samples.")
+
+    @property
+    def n_samples(self) -> int:
+        """Samples in all segments."""
+        return int(sum(x.shape[1] for x in self.inputs))
+
+    def starts(self, n: int, rng: np.random.Generator) -> NDArray[np.int64]:
+        """``n`` random (segment, start) pairs, segments weighted by their windows."""
+        seg = rng.choice(len(self.inputs), size=n, p=self._lengths / self._lengths.sum())
+        start = (rng.random(n) * self._lengths[seg]).astype(np.int64)
+        return np.c_[seg, start]
+
+    def batch(self, pairs: NDArray[np.int64]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Inputs (n, n_eeg, n_times) and targets (n, n_meg, n_times) at ``pairs``."""
+        t = self.n_times
+        x = np.stack([self.inputs[s][:, a : a + t] for s, a in pairs])
+        y = np.stack([self.targets[s][:, a : a + t] for s, a in pairs])
+        return x, y
+
+
+@dataclass
+class TranslationModel:
+    """A trained network and its ridge baseline, with everything needed to use them.
+
+    Attributes
+    ----------
+    net : EEGToMEGUNet
+        The network (standardised units, evaluation mode).
+    ridge : RidgeTranslator
+        The baseline, fitted on the same training windows.
+    window : TranslationWindow
+        Rate, band and window.
+    spec : PreprocessSpec
+        The model's preprocessing (EEG picks, continuous steps, common scale, clipping).
+    scaling : TranslationScaling
+        Scales fitted on the training data.
+    eeg_names, meg_names, meg_types : list of str
+        Inputs and outputs.
+    history : list of dict
+        Validation loss per evaluation (``step``, ``train_loss``, ``val_loss``,
+        ``val_loss_ridge``).
+    trained_on : str
+        What the training data were (says SIMULATED).
+    """
+
+    net: EEGToMEGUNet
+    ridge: RidgeTranslator
+    window: TranslationWindow
+    spec: PreprocessSpec
+    scaling: TranslationScaling
+    eeg_names: list[str]
+    meg_names: list[str]
+    meg_types: list[str]
+    history: list[dict[str, float]] = field(default_factory=list)
+    trained_on: str = ""
+
+    def scaled_module(self, which: str = "net") -> ScaledTranslator:
+        """The network (``"net"``) or the ridge baseline (``"ridge"``) in SI units, cropped."""
+        if which not in ("net", "ridge"):
+            raise ValueError(f"which must be 'net' or 'ridge', got {which!r}.")
+        inner = self.net if which == "net" else self.ridge.module()
+        module = ScaledTranslator(
+            copy.deepcopy(inner), self.scaling.meg_scale, self.window.n_window
+        )
+        return module.eval()
+
+    def predictor(self, which: str = "net") -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
+        """A function from model inputs (n, n_eeg, n_times) to MEG (n, n_meg, n_window), SI."""
+        module = self.scaled_module(which)
+
+        def run(x: NDArray[np.float32]) -> NDArray[np.float32]:
+            with torch.no_grad():
+                return module(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+        return run
+
+
+def fit_translator(
+    train: Sequence[SimultaneousSegment],
+    val: Sequence[SimultaneousSegment],
+    window: TranslationWindow,
+    config: TranslatorConfig | None = None,
+    train_config: TranslatorTrainConfig | None = None,
+    *,
+    progress: bool = False,
+) -> TranslationModel:
+    """Fit the ridge baseline and train the network (MSE loss, Adam) on simulated segments.
+
+    Parameters
+    ----------
+    train, val : sequence of SimultaneousSegment
+        Training segments and validation segments (other simulated subjects; never the
+        data the model is tested on). All need the same channels.
+    window : TranslationWindow
+        Rate, band and window; ``window.multiple`` must equal ``2 ** config.depth``.
+    config : TranslatorConfig | None
+        Network sizes; None uses the defaults for these channel counts and window.
+    train_config : TranslatorTrainConfig | None
+        Optimisation settings (defaults when None).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    model : TranslationModel
+        The network with the best validation loss, in evaluation mode, and the ridge.
+    """
+    if not train or not val:
+        raise ValueError("Give at least one training and one validation segment.")
+    first = train[0]
+    for s in [*train, *val]:
+        if s.eeg_names != first.eeg_names or s.meg_names != first.meg_names:
+            raise ValueError("All segments must have the same EEG and MEG channels.")
+    tc = train_config or TranslatorTrainConfig()
+    cfg = config or TranslatorConfig(
+        n_eeg=len(first.eeg_names), n_meg=len(first.meg_names), n_times=window.n_times
+    )
+    if cfg.n_times != window.n_times or 2**cfg.depth != window.multiple:
+        raise ValueError(
+            f"The network's n_times ({cfg.n_times}) and 2**depth ({2**cfg.depth}) must match the "
+            f"window's n_times ({window.n_times}) and multiple ({window.multiple})."
+        )
+    with torch_threads(tc.n_threads):
+        return _fit(train, val, window, cfg, tc, progress)
+
+
+def _fit(
+    train: Sequence[SimultaneousSegment],
+    val: Sequence[SimultaneousSegment],
+    window: TranslationWindow,
+    cfg: TranslatorConfig,
+    tc: TranslatorTrainConfig,
+    progress: bool,
+) -> TranslationModel:
+    first = train[0]
+    rng = set_seed(tc.seed)
+    scaling = TranslationScaling.fit(train)
+    spec = window.model_spec(first.eeg_names, scaling.eeg_scale)
+    tr = [standardized(s, spec, scaling) for s in train]
+    va = [standardized(s, spec, scaling) for s in val]
+    draw = WindowDraw([x for x, _ in tr], [y for _, y in tr], window.n_times)
+    val_draw = WindowDraw([x for x, _ in va], [y for _, y in va], window.n_times)
+    val_x, val_y = val_draw.batch(val_draw.starts(tc.n_val_windows, rng))
+
+    # the ridge sees the samples of training windows drawn the same way; the validation
+    # subjects choose its regularisation
+    n_fit = max(1, min(tc.max_ridge_samples, draw.n_samples) // window.n_times)
+    rx, ry = draw.batch(draw.starts(n_fit, rng))
+    ridge = RidgeTranslator().fit(
+        np.concatenate(list(rx), axis=1),
+        np.concatenate(list(ry), axis=1),
+        np.concatenate(list(val_x), axis=1),
+        np.concatenate(list(val_y), axis=1),
+    )
+    logger.info("ridge baseline: relative alpha %.3g", ridge.alpha)
+
+    net = EEGToMEGUNet(cfg)
+    if tc.init_from_ridge:
+        assert ridge.weight is not None and ridge.bias is not None
+        net.set_linear_map(ridge.weight, ridge.bias)
+    opt = torch.optim.Adam(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    vx, vy = torch.from_numpy(val_x), torch.from_numpy(val_y)
+    ridge_val = float(np.mean((ridge.predict(val_x) - val_y) ** 2))
+
+    def val_loss() -> float:
+        net.eval()
+        with torch.no_grad():
+            return float(torch.nn.functional.mse_loss(net(vx), vy))
+
+    best, best_state, bad, history = val_loss(), copy.deepcopy(net.state_dict()), 0, []
+    history.append({"step": 0.0, "train_loss": float("nan"), "val_loss": best,
+                    "val_loss_ridge": ridge_val})  # fmt: skip
+    running: list[float] = []
+    bar = tqdm(range(1, tc.max_steps + 1), desc="translator", disable=not progress)
+    for step in bar:
+        net.train()
+        x, y = draw.batch(draw.starts(tc.batch_size, rng))
+        loss = torch.nn.functional.mse_loss(net(torch.from_numpy(x)), torch.from_numpy(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        running.append(float(loss.detach()))
+        if step % tc.eval_every and step != tc.max_steps:
+            continue
+        v = val_loss()
+        history.append({"step": float(step), "train_loss": float(np.mean(running)),
+                        "val_loss": v, "val_loss_ridge": ridge_val})  # fmt: skip
+        running = []
+        bar.set_postfix(val=f"{v:.4f}", ridge=f"{ridge_val:.4f}")
+        if v < best:
+            best, best_state, bad = v, copy.deepcopy(net.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= tc.patience:
+                break
+    net.load_state_dict(best_state)
+    net.eval()
+    return TranslationModel(
+        net=net,
+        ridge=ridge,
+        window=window,
+        spec=spec,
+        scaling=scaling,
+        eeg_names=list(first.eeg_names),
+        meg_names=list(first.meg_names),
+        meg_types=list(first.meg_types),
+        history=history,
+        trained_on=f"{SIMULATED_TAG}: {len(train)} simulated subjects; {train[0].description}",
+    )
+
+
+# --------------------------------------------------------------------------- export
+
+
+def check_windows(
+    model: TranslationModel, segment: SimultaneousSegment, n: int = 64
+) -> NDArray[np.float32]:
+    """Up to ``n`` consecutive, non-overlapping model inputs of a (held-out) segment.
+
+    Parameters
+    ----------
+    model : TranslationModel
+        The trained models (their preprocessing and window).
+    segment : SimultaneousSegment
+        Data not used in training.
+    n : int
+        Most windows returned.
+
+    Returns
+    -------
+    windows : ndarray, shape (n_windows, n_eeg, n_times), float32
+        Finalised EEG, as the exported graph reads it.
+    """
+    x = model_inputs(segment, model.spec)
+    t = model.window.n_times
+    starts = np.arange(0, x.shape[1] - t + 1, t)[:n]
+    if not len(starts):
+        raise ValueError(
+            f"The segment ({x.shape[1]} samples) is shorter than one model input ({t} "
+            "samples); give a longer held-out segment."
+        )
+    return np.stack([x[:, a : a + t] for a in starts])
+
+
+def export_translator(
+    model: TranslationModel,
+    path: str | Path,
+    *,
+    which: str = "net",
+    check_segment: SimultaneousSegment,
+    name: str,
+    version: str = "1",
+    stream_sfreq: float,
+    metrics: dict[str, float] | None = None,
+    metrics_note: str = "",
+    seed: int | None = None,
+    rtol: float = 1e-4,
+) -> Artifact:
+    """Write a translator as an artifact with task ``translation``.
+
+    The graph takes the finalised EEG span (context and window, common-scaled) and outputs
+    the MEG of the window's samples in tesla (magnetometers) and tesla/metre (gradiometers),
+    every MEG channel of the training geometry, at the translator's rate; the runtime turns it
+    into the translation payload (``ch_names``, ``ch_types``, ``sfreq_hz``, ``signal``).
+
+    Parameters
+    ----------
+    model : TranslationModel
+        The trained models.
+    path : path-like
+        The ``.onnx`` file.
+    which : {"net", "ridge"}
+        Export the network or the ridge baseline.
+    check_segment : SimultaneousSegment
+        Held-out data whose windows must give the same output in ONNX and torch.
+    name, version : str
+        Artifact name and version.
+    stream_sfreq : float
+        Rate of the training streams in Hz (streams at other rates are resampled).
+    metrics : dict | None
+        Measured figures to store (non-finite ones are left out).
+    metrics_note : str
+        How they were measured.
+    seed : int | None
+        Training seed.
+    rtol : float
+        Tolerance of the ONNX-versus-torch check relative to the largest channel scale (the
+        gradiometers' training standard deviation): outputs are of the order of 1e-13 T, so
+        a fixed absolute tolerance would check nothing. 1e-4 of it is a few thousandths of a
+        magnetometer's standard deviation, far below any error a faulty export makes.
+
+    Returns
+    -------
+    artifact : Artifact
+        The written, validated artifact.
+
+    Raises
+    ------
+    ExportCheckError
+        If ONNX and torch disagree by more than the tolerance; nothing is written then.
+    """
+    w = model.window
+    with warnings.catch_warnings():
+        # the exporter warns that an LSTM traced with batch 2 may fail at other batch sizes;
+        # its initial states are zeros shaped from the input here, and check_onnx runs the
+        # graph at other batch sizes (the runtime then uses batches of one)
+        warnings.filterwarnings("ignore", message=".*LSTM.*", category=UserWarning)
+        return export_checked(
+            model.scaled_module(which),
+            path,
+            check_inputs=check_windows(model, check_segment),
+            input_name="eeg",
+            output_name="meg",
+            atol=rtol * float(model.scaling.meg_scale.max()),
+            name=name,
+            version=version,
+            task="translation",
+            input_spec=InputSpec(
+                ch_names=list(model.eeg_names),
+                ch_types=["eeg"] * len(model.eeg_names),
+                sfreq_hz=float(stream_sfreq),
+                window_s=w.n_window / w.sfreq_hz,
+                context_s=w.n_context / w.sfreq_hz,
+                stride_s=w.n_window / w.sfreq_hz,
+                preprocess=model.spec,
+                scalogram=None,
+            ),
+            output_spec=OutputSpec(
+                tensor="meg",
+                class_names=None,
+                embedding_size=None,
+                gallery=None,
+                ch_names=list(model.meg_names),
+                ch_types=list(model.meg_types),
+                sfreq_hz=w.sfreq_hz,
+            ),
+            trained_on=model.trained_on,
+            split="training and validation on different simulated subjects (subject_seed); "
+            "scores on further held-out simulated subjects and on real recordings never used "
+            "in training",
+            seed=seed,
+            simulated_training_data=True,
+            metrics=metrics,
+            metrics_note=metrics_note,
+            description=(
+                ("U-Net with Bi-LSTM bottleneck" if which == "net" else "Ridge regression")
+                + f" translating {len(model.eeg_names)} EEG channels into "
+                f"{len(model.meg_names)} MEG channels ({w.l_freq_hz:g}-{w.h_freq_hz:g} Hz, "
+                f"{w.sfreq_hz:g} Hz); each window gives the MEG of its last {w.n_window} "
+                "samples. Trained on SIMULATED simultaneous EEG/MEG."
+            ),
+        )
