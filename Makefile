@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # torch is pinned in the `train` extra; an explicit first install keeps pip on the CPU wheel
 TORCH := torch==2.13.0
+# quiet installs; setuptools' note on editable installs (printed on every install, since the
+# package maps several folders onto one namespace) carries nothing to act on
+PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q
 
 .PHONY: demo test lint bench-quick models clean help
 
@@ -18,17 +21,20 @@ help:
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "neurocast needs Python 3.11, got " + sys.version' 
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	@echo "creating $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
 
 # serving extras only: the demo needs no torch
 $(VENV)/.serve: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	@echo "installing neurocast into $(VENV)"
+	@$(PIP) -e .
 	@touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[train,dev]'
+	@echo "installing neurocast with the train and dev extras into $(VENV) (CPU torch)"
+	@$(PIP) $(TORCH)
+	@$(PIP) -e '.[train,dev]'
 	@touch $@ $(VENV)/.serve
 
 demo: $(VENV)/.serve
@@ -39,14 +45,15 @@ test: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check streaming models server clients bench tests
-	$(BIN)/mypy streaming models server clients bench
+	$(BIN)/ruff format --check neurocast streaming models server clients bench tests
+	$(BIN)/mypy neurocast streaming models server clients bench
 
 models: $(VENV)/.dev
 	$(BIN)/neurocast train demo
 
 $(VENV)/.bench: pyproject.toml $(VENV)/.dev
-	$(BIN)/pip install -q -e '.[train,dev,bench]'
+	@echo "installing the bench extra into $(VENV)"
+	@$(PIP) -e '.[train,dev,bench]'
 	@touch $@
 
 bench-quick: $(VENV)/.bench

@@ -46,18 +46,19 @@ import _common
 import numpy as np
 
 from neurocast.models.training.align import (
-    MODALITIES,
-    AlignedEpochs,
     AlignedModel,
     AlignTrainConfig,
     align_encoder_config,
-    evaluate_aligned,
     fit_aligned,
-    simulate_aligned_epochs,
-    two_way_accuracy,
 )
-from neurocast.models.training.retrieval import RidgeRetrieval, top_k_accuracy
-from neurocast.streaming.sources.simulator.simulator import default_image_set
+from neurocast.models.training.align_data import (
+    MODALITIES,
+    AlignedEpochs,
+    simulate_aligned_epochs,
+)
+from neurocast.models.training.align_eval import evaluate_aligned, two_way_accuracy
+from neurocast.models.training.retrieval_eval import RidgeRetrieval, top_k_accuracy
+from neurocast.streaming.sources.simulator.images import default_image_set
 from neurocast.streaming.sources.specs import SimulatorSpec
 
 NOISE_LEVELS = (1.0, 2.0)

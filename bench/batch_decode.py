@@ -45,7 +45,7 @@ def build_eeg_classifier(ch_names: list[str], sfreq: float, folder: Path) -> Pat
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from neurocast.models.serving.artifact import (
+    from neurocast.models.serving import (
         ArtifactMetadata,
         InputSpec,
         OutputSpec,
@@ -118,9 +118,9 @@ def main() -> None:
     from neurocast.models.serving.runtime import OnnxWindowModel
     from neurocast.server.app import create_app
     from neurocast.server.config import Settings
-    from neurocast.server.jobs import decode_recording, load_recording, read_header
     from neurocast.server.registry import ModelRegistry
     from neurocast.server.runner import ServerThread
+    from neurocast.streaming.engine.batch import decode_recording, load_recording, read_header
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

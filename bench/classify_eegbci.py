@@ -48,18 +48,22 @@ streamed: a smoke run, not a result).
 
 from __future__ import annotations
 
-import copy
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import _common
 import mne
 import numpy as np
 
-from neurocast.models.serving.artifact import InputSpec
+from neurocast.models.serving.schema import InputSpec
 from neurocast.streaming.sources.base import StreamInfo
+
+if TYPE_CHECKING:
+    from neurocast.models.training.recipes.classifier import LabelledRecording
 
 TASKS = {
     "handsfeet": ((6, 10), {"T1": "hands", "T2": "feet"}),
@@ -86,9 +90,10 @@ class Run:
 
 
 def load_run(folder: Path, number: int, event_map: dict[str, str]) -> Run:
-    from neurocast.models.training.trials import find_trials, read_recording
+    from neurocast.models.training.trials import find_trials
+    from neurocast.streaming.io import read_recording
 
-    raw = read_recording(folder / f"S001R{number:02d}.edf", eegbci=True)
+    raw = read_recording(folder / f"S001R{number:02d}.edf", eegbci=True, preload=True)
     trials = find_trials(raw, event_map)
     return Run(number, raw, trials.onsets / trials.sfreq, trials.labels, trials.class_names)
 
@@ -122,6 +127,15 @@ def stream_info(raw: mne.io.BaseRaw) -> StreamInfo:
     return StreamInfo(name=str(raw.filenames[0]), info=raw.info)
 
 
+def labelled(run: Run) -> LabelledRecording:
+    """A run as the classifier recipe reads it."""
+    from neurocast.models.training.recipes.classifier import LabelledRecording
+
+    return LabelledRecording(
+        run.raw.get_data().astype(np.float32), stream_info(run.raw), run.onsets_s, run.labels
+    )
+
+
 def ours_fold(
     train_run: Run,
     test_run: Run,
@@ -133,49 +147,35 @@ def ours_fold(
     """Train each variant on ``train_run``; epoch (and main-model stream) decisions on the test."""
     from sklearn.metrics import balanced_accuracy_score
 
-    from neurocast.models.serving.artifact import Provenance
+    from neurocast.models.serving.schema import Provenance
     from neurocast.models.training.classifier import (
         TrainConfig,
-        build_classifier,
-        evaluate,
-        export_check_inputs,
-        fit,
-        preprocess_recording,
-        recording_power,
-        split_windows,
-        trial_windows,
-        with_signal_scaling,
+        export_classifier,
+        predict_log_proba,
+        trial_log_proba,
     )
-    from neurocast.models.training.export import export_classifier, git_commit
+    from neurocast.models.training.export import git_commit
+    from neurocast.models.training.recipes.classifier import ClassifierRecipe, train_classifier
 
     spec = input_spec(train_run.raw)
-    x_train = preprocess_recording(
-        train_run.raw.get_data().astype(np.float32), stream_info(train_run.raw), spec
-    )
-    spec = with_signal_scaling(spec, [x_train])
-    x_test = preprocess_recording(
-        test_run.raw.get_data().astype(np.float32), stream_info(test_run.raw), spec
-    )
-    p_train, p_test = recording_power(x_train, spec), recording_power(x_test, spec)
-    windows = trial_windows(
-        [p_train], [train_run.onsets_s], [train_run.labels], spec,
-        tmin_s=TMIN_S + CONTEXT_S, tmax_s=TMAX_S, stride_s=0.1 if quick else TRAIN_STRIDE_S,
-    )  # fmt: skip
-    test = trial_windows(
-        [p_test], [test_run.onsets_s], [test_run.labels], spec,
-        tmin_s=TMIN_S + CONTEXT_S, tmax_s=TMAX_S, stride_s=0.025,
-    )  # fmt: skip
-    train, val = split_windows(windows, VAL_FRACTION, seed=0)
     out: dict[str, float] = {}
-    epoch_decisions = None
     for variant, kw in variants.items():
         t0 = time.perf_counter()
         config = TrainConfig(**settings, progress=False)
         if variant == "compact" and not quick:
             config = replace(config, max_epochs=30, patience=6)
-        model = build_classifier(train, 2, seed=0, **kw)
-        result = fit(model, train, val, config)
-        scores = evaluate(model, test)
+        recipe = ClassifierRecipe(
+            tmin_s=TMIN_S + CONTEXT_S,
+            tmax_s=TMAX_S,
+            train_stride_s=0.1 if quick else TRAIN_STRIDE_S,
+            val_fraction=VAL_FRACTION,
+            train=config,
+            seed=0,
+            **kw,
+        )
+        trained = train_classifier(spec, [labelled(train_run)], 2, recipe, [labelled(test_run)])
+        model, result, scores, test = trained.model, trained.result, trained.scores, trained.test
+        assert test is not None
         out[variant] = scores["trial_balanced_accuracy"]
         out[f"{variant}_window"] = scores["window_balanced_accuracy"]
         out[f"{variant}_best_epoch"] = float(result.best_epoch)
@@ -186,17 +186,15 @@ def ours_fold(
         )
         if variant != "main":
             continue
-        from neurocast.models.training.classifier import predict_log_proba, trial_log_proba
-
         _, mean = trial_log_proba(predict_log_proba(model, test), test.groups)
         epoch_decisions = mean.argmax(axis=1)
         artifact = export_classifier(
             model,
             folder / f"eegbci-{train_run.number}.onnx",
-            check_inputs=export_check_inputs(test, seed=0),
+            check_inputs=trained.check_inputs(seed=0),
             name=f"eegbci-s001-r{train_run.number:02d}",
             version="1",
-            input_spec=spec,
+            input_spec=trained.spec,
             class_names=train_run.class_names,
             provenance=Provenance(
                 data=f"PhysioNet EEGBCI subject 1 run {train_run.number}",
@@ -291,7 +289,8 @@ def shallow_fold(train_run: Run, test_run: Run, quick: bool) -> float:
     from braindecode.preprocessing import exponential_moving_standardize
     from sklearn.metrics import balanced_accuracy_score
 
-    from neurocast.models.training.classifier import set_seed, split_by_group
+    from neurocast.models.training.classifier_data import split_by_group
+    from neurocast.models.training.loop import TrainingLoop
 
     def epochs(run: Run) -> np.ndarray:
         raw = run.raw.copy().pick("eeg")
@@ -307,32 +306,31 @@ def shallow_fold(train_run: Run, test_run: Run, quick: bool) -> float:
     x_all, x_test = epochs(train_run), epochs(test_run)
     y_all = train_run.labels
     tr, va = split_by_group(y_all, np.arange(len(y_all)), VAL_FRACTION, seed=0)
-    set_seed(0)
+    max_epochs, patience = (10, 10) if quick else (300, 40)
+    loop = TrainingLoop(max_epochs=max_epochs, patience=patience, seed=0)
     net = ShallowFBCSPNet(
         n_chans=x_all.shape[1], n_outputs=2, n_times=x_all.shape[2],
         final_conv_length="auto", add_log_softmax=False,
     )  # fmt: skip
     opt = torch.optim.AdamW(net.parameters(), lr=0.0625 * 0.01, weight_decay=0.0)
-    max_epochs, patience = (10, 10) if quick else (300, 40)
     xt, yt = torch.from_numpy(x_all[tr]), torch.from_numpy(y_all[tr])
     xv, yv = torch.from_numpy(x_all[va]), torch.from_numpy(y_all[va])
-    best, best_state, best_epoch = np.inf, copy.deepcopy(net.state_dict()), 0
-    for epoch in range(1, max_epochs + 1):
-        net.train()
+
+    def run_epoch(epoch: int, rng: np.random.Generator, advance: Callable[[], None]) -> float:
+        losses = []
         for i in range(0, len(xt), 64):
             loss = F.cross_entropy(net(xt[i : i + 64]), yt[i : i + 64])
             opt.zero_grad()
             loss.backward()
             opt.step()
-        net.eval()
+            losses.append(float(loss.detach()))
+        return float(np.mean(losses))
+
+    def validate() -> tuple[float, dict[str, float]]:
         with torch.no_grad():
-            val_loss = float(F.cross_entropy(net(xv), yv))
-        if val_loss < best:
-            best, best_state, best_epoch = val_loss, copy.deepcopy(net.state_dict()), epoch
-        elif epoch - best_epoch >= patience:
-            break
-    net.load_state_dict(best_state)
-    net.eval()
+            return float(F.cross_entropy(net(xv), yv)), {}
+
+    loop.run(net, run_epoch, validate)
     with torch.no_grad():
         pred = net(torch.from_numpy(x_test)).argmax(dim=1).numpy()
     return float(balanced_accuracy_score(test_run.labels, pred))

@@ -65,7 +65,7 @@ def run_live(artifact: Path, seconds: float) -> dict[str, float]:
     from neurocast.models.serving.runtime import OnnxWindowModel
     from neurocast.streaming.engine.loop import DecodeLoop
     from neurocast.streaming.engine.results import Result
-    from neurocast.streaming.sources.simulator.simulator import SimulatorSource
+    from neurocast.streaming.sources.simulator.source import SimulatorSource
     from neurocast.streaming.sources.specs import SimulatorSpec
 
     model = OnnxWindowModel(artifact, threads=2, device="cpu")
@@ -121,7 +121,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _common.log(f"training EfficientNet-Lite0 ({args.input_size} px) on SIMULATED data")
         path = build_artifact(Path(tmp), args.input_size, args.quick)
-        from neurocast.models.serving.artifact import load_artifact
+        from neurocast.models.serving import load_artifact
 
         meta = load_artifact(path).metadata
         runs = []

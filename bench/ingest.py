@@ -13,10 +13,11 @@ time its last sample became readable minus its push time.
 - ``pylsl``: a bare ``pylsl.StreamInlet`` pulling in a tight loop, in the same way
   :class:`~neurocast.streaming.sources.lsl.LSLSource` pulls (blocking ``pull_chunk`` into a
   preallocated buffer, returning at the first sample); readable once ``pull_chunk`` returns.
-- ``ft``: the writer process also hosts a :class:`~neurocast.streaming.sources.fieldtrip.source.
-  FieldTripServer` (as acquisition software such as ``neuromag2ft`` hosts its buffer) and
-  writes chunks of 25 samples with :class:`~neurocast.streaming.sources.fieldtrip.source.FieldTripWriter`;
-  a DecodeLoop fed by :class:`~neurocast.streaming.sources.fieldtrip.source.FieldTripSource` reads them.
+- ``ft``: the writer process also hosts a
+  :class:`~neurocast.streaming.sources.fieldtrip.FieldTripServer` (as acquisition software
+  such as ``neuromag2ft`` hosts its buffer) and writes chunks of 25 samples with
+  :class:`~neurocast.streaming.sources.fieldtrip.FieldTripWriter`; a DecodeLoop fed by
+  :class:`~neurocast.streaming.sources.fieldtrip.FieldTripSource` reads them.
 
 The ``lsl`` and ``pylsl`` runs alternate against the same pushing process. Figures
 (milliseconds): ``{lsl,pylsl}_c{1,10,25}_{p50,p99}_ms`` and ``ft_c25_{p50,p99}_ms`` (the
@@ -89,7 +90,8 @@ def _ft_writer(chunk: int, push_times: Any, stop: Any, port_queue: Any) -> None:
     import mne
 
     from neurocast.streaming.sources.base import StreamInfo
-    from neurocast.streaming.sources.fieldtrip.source import FieldTripServer, FieldTripWriter
+    from neurocast.streaming.sources.fieldtrip.server import FieldTripServer
+    from neurocast.streaming.sources.fieldtrip.writer import FieldTripWriter
 
     names = [f"MEG{i:04d}" for i in range(N_CHANNELS)]
     stream = StreamInfo("bench", mne.create_info(names, SFREQ, "mag", verbose="error"))

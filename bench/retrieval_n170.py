@@ -68,16 +68,13 @@ from sklearn.preprocessing import StandardScaler
 from neurocast.models.nets.brain_module import small_config
 from neurocast.models.serving.gallery import Gallery, l2_normalize
 from neurocast.models.training.embed_images import build_gallery, find_images
-from neurocast.models.training.retrieval import (
+from neurocast.models.training.recipes.retrieval import prepare_windows, train_brain_module
+from neurocast.models.training.retrieval import RetrievalTrainConfig, predict_embeddings
+from neurocast.models.training.retrieval_data import (
     EpochSet,
-    RetrievalTrainConfig,
     WindowGeometry,
     WindowSampler,
     epochs_from_recording,
-    fit_brain_module,
-    fit_robust_windows,
-    make_brain_module,
-    predict_embeddings,
     retrieval_spec,
 )
 from neurocast.streaming.sources.base import StreamInfo
@@ -274,8 +271,7 @@ def ours_scores(
     spec0 = retrieval_spec(CHANNELS, context_s=CONTEXT_S, l_freq_hz=1.0, h_freq_hz=30.0)
     geo = WindowGeometry.from_seconds(WINDOW_S, CONTEXT_S, epochs.sfreq)
     end = WindowSampler(epochs, spec0, geo).end_index(WINDOW_S)
-    spec = fit_robust_windows(epochs.subset(train), spec0, geo, [end], seed=seed)
-    sampler = WindowSampler(epochs, spec, geo)
+    _, sampler = prepare_windows(epochs, spec0, geo, train, [end], seed)
     rng = np.random.default_rng(seed)
     # early stopping on 15 % of the training trials (stratified by category)
     val = np.concatenate(
@@ -290,14 +286,14 @@ def ours_scores(
     # two sizes, chosen per fold by the validation loss (never by test trials)
     best: tuple[float, str, Any] = (np.inf, "", None)
     for name, cfg in CONFIGS.items():
-        module = make_brain_module(info, geo, targets.shape[1], cfg, seed)
-        result = fit_brain_module(
-            module,
+        module, result = train_brain_module(
+            info,
             sampler,
             fit,
             val,
             [end],
             targets,
+            cfg,
             RetrievalTrainConfig(
                 lr=1e-3,
                 max_epochs=epochs_max,

@@ -5,7 +5,8 @@ face/house and cat/dog stimuli of ``../shared/data/stimuli``, each with random c
 as extra images. Embeddings: EfficientNet-Lite0 ImageNet features, projected onto 128
 principal components fitted on the training images, L2-normalised (the gallery space).
 
-Brain responses: the embedded physics-based simulator (:mod:`neurocast.streaming.sources.simulator.simulator`),
+Brain responses: the embedded physics-based simulator
+(:mod:`neurocast.streaming.sources.simulator.simulator`),
 306 MEG channels (102 magnetometers, 204 planar gradiometers) at 240 Hz, whose visual-cortex
 dipoles follow a fixed linear map of the image embedding (plus an image-independent
 response), with 1/f background activity, ongoing rhythms and sensor noise. Two noise levels:
@@ -74,19 +75,21 @@ from neurocast.models.training.embed_images import (
     fit_pca,
     skimage_images,
 )
+from neurocast.models.training.recipes.retrieval import prepare_windows, train_brain_module
 from neurocast.models.training.retrieval import (
     RetrievalTrainConfig,
-    RidgeRetrieval,
+    predict_embeddings,
+    split_by_image,
+)
+from neurocast.models.training.retrieval_data import (
     WindowGeometry,
     WindowSampler,
-    fit_brain_module,
-    fit_robust_windows,
-    make_brain_module,
-    predict_embeddings,
     preprocess_epochs,
-    retrieval_ranks,
     retrieval_spec,
-    split_by_image,
+)
+from neurocast.models.training.retrieval_eval import (
+    RidgeRetrieval,
+    retrieval_ranks,
     top_k_accuracy,
 )
 from neurocast.streaming.sources.simulator.simulator import Simulator
@@ -249,8 +252,7 @@ def evaluate_level(
     # -- whole response: one window 0..0.8 s after onset
     geo = WindowGeometry.from_seconds(FULL_WINDOW_S, CONTEXT_S, epochs.sfreq)
     end = WindowSampler(epochs, spec0, geo).end_index(FULL_WINDOW_S)
-    spec = fit_robust_windows(epochs.subset(train), spec0, geo, [end], seed=seed)
-    sampler = WindowSampler(epochs, spec, geo)
+    _, sampler = prepare_windows(epochs, spec0, geo, train, [end], seed)
     t0 = time.perf_counter()
     x_train = sampler.windows(train, end)[:, :, geo.n_context :]
     x_test = sampler.windows(test, end)
@@ -260,14 +262,14 @@ def evaluate_level(
     figures["ridge_alpha"] = ridge.alpha
     figures["ridge_fit_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    module = make_brain_module(sim.info, geo, emb.shape[1], small_config(), seed)
-    result = fit_brain_module(
-        module,
+    module, result = train_brain_module(
+        sim.info,
         sampler,
         fit_idx,
         val_idx,
         [end],
         emb,
+        small_config(),
         RetrievalTrainConfig(lr=1e-3, max_epochs=setup.full_epochs, patience=6, seed=seed),
     )
     pred = predict_embeddings(module, x_test, None, geo.n_context)
@@ -283,8 +285,7 @@ def evaluate_level(
     stride = max(1, round(STRIDE_S * epochs.sfreq))
     first, last = probe.end_index(WINDOW_S - 0.05), probe.end_index(FULL_WINDOW_S)
     ends = list(range(first, last + 1, stride))
-    spec = fit_robust_windows(epochs.subset(train), spec0, geo, ends, seed=seed)
-    sampler = WindowSampler(epochs, spec, geo)
+    _, sampler = prepare_windows(epochs, spec0, geo, train, ends, seed)
     rng = np.random.default_rng(seed)
     pairs = np.array([(i, e) for i in train for e in ends])
     # fewer windows than features keeps RidgeCV's leave-one-out on the Gram matrix (fast)
@@ -294,14 +295,14 @@ def evaluate_level(
     pooled = RidgeRetrieval().fit(x, emb[epochs.image_rows[pairs[:, 0]]])
     logger.info("100 ms pooled ridge fitted in %.0f s", time.perf_counter() - t0)
     t0 = time.perf_counter()
-    module = make_brain_module(sim.info, geo, emb.shape[1], small_config(), seed)
-    fit_brain_module(
-        module,
+    module, _ = train_brain_module(
+        sim.info,
         sampler,
         fit_idx,
         val_idx,
         ends,
         emb,
+        small_config(),
         RetrievalTrainConfig(
             lr=1e-3,
             batch_size=128,

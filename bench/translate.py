@@ -58,23 +58,21 @@ import mne
 import numpy as np
 
 from neurocast.models.analysis.mutual_info import eeg_meg_mutual_info
-from neurocast.models.nets.translator import TranslatorConfig
 from neurocast.models.serving.runtime import OnnxWindowModel
+from neurocast.models.training.recipes.translator import SubjectSplit, train_translator
 from neurocast.models.training.translation import (
-    RidgeTranslator,
     TranslationModel,
     TranslatorTrainConfig,
     export_translator,
-    fit_translator,
 )
 from neurocast.models.training.translation_data import (
     SimultaneousSegment,
     TranslationWindow,
     meg_projectors,
     recording_segment,
-    simulate_segments,
     simulator_spec,
 )
+from neurocast.models.training.translation_ridge import RidgeTranslator
 from neurocast.models.training.translation_scoring import (
     TranslationScores,
     evaluate_segment,
@@ -169,25 +167,24 @@ def main() -> None:
     window = TranslationWindow()
     spec = simulator_spec(fif, cov)
     _common.log(f"simulating {setup.n_train} + 1 + 2 subjects (SIMULATED, real geometry)")
-    train = simulate_segments(spec, window, range(1, setup.n_train + 1), setup.seconds)
-    val = simulate_segments(spec, window, [101], setup.seconds / 2)
-    test = simulate_segments(spec, window, [201, 202], setup.test_seconds)
-    first = train[0]
-    config = TranslatorConfig(
-        n_eeg=len(first.eeg_names),
-        n_meg=len(first.meg_names),
-        n_times=window.n_times,
+    t0 = time.perf_counter()
+    trained = train_translator(
+        spec,
+        window,
+        SubjectSplit(
+            train=range(1, setup.n_train + 1),
+            val=[101],
+            test=[201, 202],
+            seconds=setup.seconds,
+            val_seconds=setup.seconds / 2,
+            test_seconds=setup.test_seconds,
+        ),
+        TranslatorTrainConfig(max_steps=setup.max_steps, eval_every=setup.eval_every),
         base_channels=setup.base_channels,
         lstm_hidden=setup.lstm_hidden,
     )
-    t0 = time.perf_counter()
-    model: TranslationModel = fit_translator(
-        train,
-        val,
-        window,
-        config,
-        TranslatorTrainConfig(max_steps=setup.max_steps, eval_every=setup.eval_every),
-    )
+    model: TranslationModel = trained.model
+    test = trained.test
     train_s = time.perf_counter() - t0
     _common.log(f"trained in {train_s:.0f} s ({len(model.history) - 1} validations)")
 

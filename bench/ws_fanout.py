@@ -143,7 +143,7 @@ def _build_translator(ch_names: list[str], sfreq: float, folder: Path) -> None:
     """A linear EEG → 306-channel MEG translator artifact (a real ONNX graph)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from neurocast.models.serving.artifact import (
+    from neurocast.models.serving import (
         ArtifactMetadata,
         InputSpec,
         OutputSpec,

@@ -1,7 +1,7 @@
 """Settings of the decoding service, read from ``NEUROCAST_*`` environment variables.
 
 Every setting can be given explicitly to :class:`Settings` (the ``neurocast serve`` options do
-that) or through the environment with :meth:`Settings.from_env`:
+that); whatever is not given comes from the environment, then from the defaults:
 
 =============================== ==========================================================
 ``NEUROCAST_HOST``              interface to bind (default ``127.0.0.1``)
@@ -16,33 +16,33 @@ that) or through the environment with :meth:`Settings.from_env`:
 ``NEUROCAST_MAX_UPLOAD_MB``     upload size limit in MiB (default 512)
 ``NEUROCAST_MAX_SESSIONS``      sessions that may exist at once (default 16)
 ``NEUROCAST_WS_QUEUE``          messages buffered per WebSocket client (default 256)
+``NEUROCAST_THREADS``           intra-op threads per model (default ``min(4, CPUs)``)
+``NEUROCAST_CACHE_DIR``         cache of the simulator's forward solutions
+                                (default ``~/.cache/neurocast``)
 =============================== ==========================================================
+
+The Python client reads ``NEUROCAST_TOKEN`` too, as its default token.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+
+from neurocast.hosts import is_loopback
 
 _OFF = {"off", "0", "false", "no", "disabled"}
+#: Where the simulator reads its cache folder (it runs without the service's settings).
+CACHE_DIR_VARIABLE = "NEUROCAST_CACHE_DIR"
 
 
-def is_loopback(host: str) -> bool:
-    """True when ``host`` names a loopback interface (``127.0.0.0/8``, ``::1``, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class Settings(BaseModel):
+class Settings(BaseSettings):
     """Configuration of one service instance.
 
     Parameters
@@ -53,7 +53,8 @@ class Settings(BaseModel):
         Bearer token required on REST and WebSocket calls. When auth is on and no token is
         given, a random one is generated (see :attr:`effective_token`).
     auth : bool
-        False disables authentication; only allowed when ``host`` is a loopback address.
+        False disables authentication; only allowed when ``host`` is a loopback address. In
+        the environment anything but ``off``, ``0``, ``false``, ``no`` or ``disabled`` keeps it on.
     models_dir : Path | None
         Directory searched for model artifacts, besides the packaged ones.
     packaged_models : bool
@@ -62,13 +63,17 @@ class Settings(BaseModel):
         Files under this directory may be decoded by path and replayed by sessions; anything
         resolving outside it is refused. None disables path access.
     cors_origins : list of str
-        Origins allowed to call the API from a browser (``["*"]`` for any).
+        Origins allowed to call the API from a browser (``["*"]`` for any); comma-separated
+        in the environment.
     max_upload_bytes : int
         Largest accepted upload (request body) in bytes.
+    max_upload_mb : float | None
+        The same limit in MiB (``NEUROCAST_MAX_UPLOAD_MB``); replaces ``max_upload_bytes``.
     max_sessions : int
         Sessions that may exist at once, running or not.
     ws_queue_size : int
-        Messages buffered per WebSocket client; when full the oldest is dropped.
+        Messages buffered per WebSocket client; when full the oldest is dropped
+        (``NEUROCAST_WS_QUEUE``).
     status_interval_s : float
         Period of the ``status`` messages sent to subscribers, in seconds.
     session_open_wait_s : float
@@ -77,9 +82,19 @@ class Settings(BaseModel):
         Finished batch jobs kept (oldest results are discarded beyond this).
     job_workers : int
         Batch jobs decoded at once.
+    threads : int | None
+        Intra-op threads of each model the service loads (None: the runtime's default).
+    cache_dir : Path | None
+        Folder of the simulator's cached forward solutions (None: its default).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="NEUROCAST_",
+        env_ignore_empty=True,
+        extra="forbid",
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -88,14 +103,36 @@ class Settings(BaseModel):
     models_dir: Path | None = None
     packaged_models: bool = True
     data_root: Path | None = None
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_upload_bytes: int = Field(512 * 1024**2, gt=0)
+    max_upload_mb: float | None = Field(None, gt=0, exclude=True)
     max_sessions: int = Field(16, ge=1)
-    ws_queue_size: int = Field(256, ge=1)
+    ws_queue_size: int = Field(
+        256, ge=1, validation_alias=AliasChoices("NEUROCAST_WS_QUEUE", "NEUROCAST_WS_QUEUE_SIZE")
+    )
     status_interval_s: float = Field(1.0, gt=0)
     session_open_wait_s: float = Field(10.0, ge=0)
     max_jobs: int = Field(64, ge=1)
     job_workers: int = Field(1, ge=1)
+    threads: int | None = Field(None, ge=1)
+    cache_dir: Path | None = None
+
+    _generated: bool = PrivateAttr(False)
+
+    @field_validator("auth", "packaged_models", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        # an environment switch is on unless explicitly turned off
+        if isinstance(value, str):
+            return value.strip().lower() not in _OFF
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -117,9 +154,9 @@ class Settings(BaseModel):
                     f"NEUROCAST_DATA_ROOT / --data-root at the folder holding your recordings."
                 )
             self.data_root = self.data_root.resolve()
+        if self.max_upload_mb is not None:
+            self.max_upload_bytes = int(self.max_upload_mb * 1024**2)
         return self
-
-    _generated: bool = PrivateAttr(False)
 
     def model_post_init(self, context: object, /) -> None:
         """Generate a token when auth is on and none was configured."""
@@ -139,6 +176,11 @@ class Settings(BaseModel):
             return None
         return self.token.get_secret_value()
 
+    def export_cache_dir(self) -> None:
+        """Hand :attr:`cache_dir` to the simulator sources, which read it from the environment."""
+        if self.cache_dir is not None:
+            os.environ[CACHE_DIR_VARIABLE] = str(self.cache_dir)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from ``NEUROCAST_*`` variables, with explicit ``overrides`` taking precedence.
@@ -146,33 +188,28 @@ class Settings(BaseModel):
         Parameters
         ----------
         env : mapping | None
-            The environment to read (default ``os.environ``).
+            The environment to read (default ``os.environ``); a given mapping is read instead
+            of the process environment, not on top of it.
         **overrides
             Values that replace what the environment says (None values are ignored).
         """
-        env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        simple = {
-            "NEUROCAST_HOST": "host",
-            "NEUROCAST_PORT": "port",
-            "NEUROCAST_TOKEN": "token",
-            "NEUROCAST_MODELS_DIR": "models_dir",
-            "NEUROCAST_DATA_ROOT": "data_root",
-            "NEUROCAST_MAX_SESSIONS": "max_sessions",
-            "NEUROCAST_WS_QUEUE": "ws_queue_size",
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if env is None:
+            return cls(**given)  # type: ignore[arg-type]
+        values = _MappingSource(cls, env)()
+        return cls.model_validate({**values, **given})
+
+
+class _MappingSource(EnvSettingsSource):
+    """The settings' environment source, reading a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {
+            name if self.case_sensitive else name.lower(): value
+            for name, value in self._environ.items()
+            if value != "" or not self.env_ignore_empty
         }
-        for var, name in simple.items():
-            if env.get(var):
-                values[name] = env[var]
-        if "NEUROCAST_AUTH" in env:
-            values["auth"] = env["NEUROCAST_AUTH"].strip().lower() not in _OFF
-        if "NEUROCAST_PACKAGED_MODELS" in env:
-            values["packaged_models"] = env["NEUROCAST_PACKAGED_MODELS"].strip().lower() not in _OFF
-        if env.get("NEUROCAST_CORS_ORIGINS"):
-            values["cors_origins"] = [
-                o.strip() for o in env["NEUROCAST_CORS_ORIGINS"].split(",") if o.strip()
-            ]
-        if env.get("NEUROCAST_MAX_UPLOAD_MB"):
-            values["max_upload_bytes"] = int(float(env["NEUROCAST_MAX_UPLOAD_MB"]) * 1024**2)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)

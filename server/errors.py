@@ -1,14 +1,52 @@
-"""Errors the service turns into clear 4xx responses, and path checks under the data root."""
+"""Every error response of the service: ``{"code": ..., "detail": ...}`` with its HTTP status.
+
+The managers raise :class:`~neurocast.server.exceptions.ServiceError` subclasses, which know
+nothing of HTTP; the HTTP layer (authentication, request checks) raises :class:`ApiError`. One
+handler turns both into responses, with the status of each service error class in
+:data:`SERVICE_STATUS`; errors of the framework itself (unknown route, wrong method, body too
+large) get the same body shape.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fastapi import status
+from neurocast.server.exceptions import (
+    InvalidInput,
+    LimitReached,
+    NotFound,
+    NotReady,
+    ServiceError,
+)
+
+#: The HTTP status of each kind of service error.
+SERVICE_STATUS: dict[type[ServiceError], int] = {
+    NotFound: status.HTTP_404_NOT_FOUND,
+    InvalidInput: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    LimitReached: status.HTTP_429_TOO_MANY_REQUESTS,
+    NotReady: status.HTTP_409_CONFLICT,
+}
+
+# codes of the errors the framework raises on its own
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "upload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+}
 
 
 class ApiError(Exception):
-    """An error with an HTTP status, a stable code and a message saying what to do.
+    """An error of the HTTP layer, with its status, a stable code and what to do.
 
     Parameters
     ----------
@@ -27,57 +65,50 @@ class ApiError(Exception):
         self.detail = detail
 
 
-def not_found(what: str, ident: str, listing: str) -> ApiError:
-    """A 404 for an unknown ``what`` (session, job, model), pointing at where to list them."""
-    return ApiError(
-        status.HTTP_404_NOT_FOUND,
-        f"unknown_{what}",
-        f"No {what} with id {ident!r}; list them with GET {listing}.",
+def service_status(exc: ServiceError) -> int:
+    """The HTTP status of a service error (its closest mapped base class)."""
+    for cls in type(exc).__mro__:
+        if cls in SERVICE_STATUS:
+            return SERVICE_STATUS[cls]
+    return status.HTTP_500_INTERNAL_SERVER_ERROR
+
+
+def too_large_detail(max_upload_bytes: int) -> str:
+    """The detail of a 413: the limit, and how to get around it."""
+    mib = max_upload_bytes / 1024**2
+    return (
+        f"The request body exceeds this server's limit of {mib:.0f} MiB; decode the file by "
+        f"path under the data root instead, or raise NEUROCAST_MAX_UPLOAD_MB."
     )
 
 
-def resolve_under_root(root: Path | None, path: str) -> Path:
-    """Resolve a client-supplied path that must stay inside the data root.
+def error_response(
+    status_code: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The :class:`~neurocast.wire.schemas.ErrorResponse` body with its status."""
+    if status_code == status.HTTP_401_UNAUTHORIZED:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    return JSONResponse({"code": code, "detail": detail}, status_code=status_code, headers=headers)
 
-    Parameters
-    ----------
-    root : Path | None
-        The configured data root (already resolved); None means path access is disabled.
-    path : str
-        Relative to the root, or absolute but inside it.
 
-    Returns
-    -------
-    resolved : Path
-        The absolute path of an existing file inside ``root``.
+def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
+    """Answer service, HTTP-layer and framework errors with an ``ErrorResponse`` body."""
 
-    Raises
-    ------
-    ApiError
-        403 when path access is disabled or the path leaves the root (``..``, symlinks,
-        absolute paths elsewhere); 404 when the file does not exist.
-    """
-    if root is None:
-        raise ApiError(
-            status.HTTP_403_FORBIDDEN,
-            "path_access_disabled",
-            "This server reads files by path only under a data root, and none is configured: "
-            "upload the file instead, or start the server with --data-root / NEUROCAST_DATA_ROOT.",
-        )
-    if "\0" in path:
-        raise ApiError(status.HTTP_400_BAD_REQUEST, "bad_path", "The path contains a NUL byte.")
-    candidate = (root / path).resolve()
-    if not candidate.is_relative_to(root):
-        raise ApiError(
-            status.HTTP_403_FORBIDDEN,
-            "path_outside_data_root",
-            f"The path {path!r} resolves outside the data root; give a path relative to the "
-            f"data root, without '..' or links leading out of it.",
-        )
-    if not candidate.is_file():
-        raise ApiError(
-            status.HTTP_404_NOT_FOUND,
-            "file_not_found",
-            f"No file {path!r} under the data root.",
-        )
-    return candidate
+    async def handled(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, ServiceError):
+            return error_response(service_status(exc), exc.code, exc.detail)
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status_code, exc.code, exc.detail)
+
+    app.add_exception_handler(ServiceError, handled)
+    app.add_exception_handler(ApiError, handled)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        if exc.status_code == status.HTTP_413_CONTENT_TOO_LARGE:
+            detail = too_large_detail(max_upload_bytes)
+        elif exc.status_code == status.HTTP_404_NOT_FOUND and detail == "Not Found":
+            detail = f"No route {request.url.path}; see /docs for the API."
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.websockets import WebSocket
 
-from neurocast.server.frames import encode_signal_frame
-from neurocast.server.records import dumps, result_message_json
-from neurocast.server.schemas import DroppedMessage, SessionStatus, StatusMessage, Subscribe
 from neurocast.streaming.engine.results import Result
 from neurocast.streaming.sources.base import local_clock
+from neurocast.wire.frames import encode_signal_frame
+from neurocast.wire.records import dumps, marker_records, result_message_json
+from neurocast.wire.schemas import DroppedMessage, SessionStatus, StatusMessage, Subscribe
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class Hub:
                         "type": "events",
                         "session_id": self.session_id,
                         "simulated": result.simulated,
-                        "events": [{"timestamp": m.timestamp, "value": m.value} for m in new],
+                        "events": marker_records(new),
                     }
                 ),
                 result.ready_time,

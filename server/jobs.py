@@ -1,8 +1,7 @@
-"""Batch decoding of saved recordings, as jobs with progress.
+"""Batch decoding jobs: a queue of recordings to decode, their state and their progress.
 
-A job reads a file with MNE and runs it through
-:func:`~neurocast.streaming.engine.pipeline.decode_array`, the engine live sessions use, so a file
-decoded in batch and the same file streamed give the same output for the same window.
+The decoding itself is :mod:`neurocast.streaming.engine.batch`; a job runs it in a worker
+thread and keeps the results until they are fetched or the job is forgotten.
 """
 
 from __future__ import annotations
@@ -14,152 +13,28 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-import mne
-import numpy as np
-from numpy.typing import NDArray
-
-from neurocast.server.errors import not_found
+from neurocast.server.exceptions import InvalidInput, NotFound, NotReady
 from neurocast.server.metrics import Metrics
-from neurocast.server.schemas import FINISHED_JOB_STATES, JobState, JobStatus
-from neurocast.streaming.engine.pipeline import WindowModel, decode_array
+from neurocast.server.registry import ModelRegistry
+from neurocast.streaming.engine.batch import (
+    RecordingError,
+    WindowCounter,
+    check_models,
+    decode_recording,
+    load_recording,
+    n_windows,
+    read_header,
+    stream_of,
+)
+from neurocast.streaming.engine.pipeline import WindowModel
 from neurocast.streaming.engine.results import Result
-from neurocast.streaming.sources.base import Marker, SourceError, StreamInfo
-from neurocast.streaming.sources.replay import SIMULATED_TAG, open_recording, recording_events
+from neurocast.wire.schemas import FINISHED_JOB_STATES, JobState, JobStatus
 
 logger = logging.getLogger(__name__)
-
-
-class RecordingError(ValueError):
-    """A file MNE cannot read, or whose channels do not fit the requested models."""
-
-
-@dataclass(frozen=True)
-class Recording:
-    """A saved recording ready for decoding.
-
-    Attributes
-    ----------
-    data : ndarray, shape (n_channels, n_samples)
-        Samples in SI units.
-    timestamps : ndarray, shape (n_samples,)
-        Time of each sample in seconds from the first sample.
-    stream : StreamInfo
-        Channel metadata, the file as ``source_id`` and whether it was simulated.
-    markers : list of Marker
-        The file's annotations and stim-channel events.
-    """
-
-    data: NDArray[np.float64]
-    timestamps: NDArray[np.float64]
-    stream: StreamInfo
-    markers: list[Marker]
-
-
-def read_header(path: Path) -> mne.io.BaseRaw:
-    """Open a recording without loading its samples (the reader replay sessions use).
-
-    Raises
-    ------
-    RecordingError
-        If MNE cannot read it or it holds no samples; the message names the file and why.
-    """
-    try:
-        return open_recording(path)
-    except SourceError as exc:
-        raise RecordingError(str(exc).replace(str(path), repr(path.name))) from None
-
-
-def stream_of(raw: mne.io.BaseRaw, path: Path) -> StreamInfo:
-    """The :class:`StreamInfo` of a recording, simulated when the simulator wrote it."""
-    description = raw.info["description"] or ""
-    return StreamInfo(
-        name=path.name,
-        info=raw.info,
-        simulated=description.startswith(SIMULATED_TAG),
-        source_id=str(path),
-    )
-
-
-def load_recording(path: Path) -> Recording:
-    """Read a whole recording for batch decoding, with the events a replay would emit.
-
-    Raises
-    ------
-    RecordingError
-        If MNE cannot read the header or the samples (a truncated file).
-    """
-    raw = read_header(path)
-    try:
-        data = raw.get_data()
-        positions, values = recording_events(raw)
-    except Exception as exc:
-        raise RecordingError(
-            f"Reading the samples of {path.name!r} failed ({type(exc).__name__}: {exc}); the "
-            f"file is probably truncated or corrupt."
-        ) from None
-    sfreq = raw.info["sfreq"]
-    timestamps = np.arange(data.shape[1]) / sfreq
-    markers = [Marker(int(i) / sfreq, v) for i, v in zip(positions, values, strict=True)]
-    return Recording(data, timestamps, stream_of(raw, path), markers)
-
-
-def check_models(stream: StreamInfo, models: Sequence[WindowModel]) -> None:
-    """Raise :class:`RecordingError` when a model does not fit the recording's channels/rate."""
-    for model in models:
-        try:
-            model.preprocessor(stream)
-        except ValueError as exc:
-            raise RecordingError(f"Model {model.name!r} cannot decode this file: {exc}") from None
-
-
-def decode_recording(
-    recording: Recording,
-    models: Sequence[WindowModel],
-    *,
-    stride_s: float = 0.025,
-    on_result: Callable[[Result], None] | None = None,
-    cancelled: Callable[[], bool] = lambda: False,
-) -> list[Result]:
-    """Decode a whole recording with the live windows and preprocessing.
-
-    Parameters
-    ----------
-    recording : Recording
-        From :func:`load_recording`.
-    models : sequence of WindowModel
-        Decoders to run.
-    stride_s : float
-        Time between window ends in seconds.
-    on_result : callable | None
-        Called with every result as it is produced (progress).
-    cancelled : callable
-        Polled between windows; decoding stops early when it returns True.
-
-    Returns
-    -------
-    results : list of Result
-        One per model per window, in time order.
-    """
-    results: list[Result] = []
-    for result in decode_array(
-        recording.data,
-        recording.timestamps,
-        recording.stream,
-        models,
-        stride_s=stride_s,
-        markers=recording.markers,
-    ):
-        if cancelled():
-            break
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-    return results
 
 
 class Job:
@@ -206,14 +81,13 @@ class Job:
         self.model_ids = model_ids
         self.stride_s = stride_s
         self.n_samples = max(n_samples, 1)
-        self.n_windows_total = max(0, int(n_samples // max(1, round(stride_s * sfreq))))
+        self.n_windows_total = n_windows(n_samples, sfreq, stride_s)
         self.simulated = simulated
         self.cleanup = cleanup
         self.state: JobState = "queued"
         self.error: str | None = None
         self.results: list[Result] = []
-        self.last_end = 0
-        self.n_windows_done = 0
+        self.windows = WindowCounter()
         self.created_at = time.time()
         self.finished_at: float | None = None
         self.elapsed_s: float | None = None
@@ -223,16 +97,15 @@ class Job:
     def status(self) -> JobStatus:
         """The job's state, progress and, once done, where its results are."""
         done = self.state == "done"
-        progress = 1.0 if done else min(1.0, self.last_end / self.n_samples)
-        rate = None
-        if done and self.elapsed_s:
-            rate = self.n_windows_done / self.elapsed_s
+        progress = 1.0 if done else min(1.0, self.windows.last_end / self.n_samples)
+        n_done = self.windows.n_windows
+        rate = n_done / self.elapsed_s if done and self.elapsed_s else None
         return JobStatus(
             id=self.id,
             status=self.state,
             progress=progress,
-            n_windows_done=self.n_windows_done,
-            n_windows_total=self.n_windows_done if done else self.n_windows_total,
+            n_windows_done=n_done,
+            n_windows_total=n_done if done else self.n_windows_total,
             n_results=len(self.results),
             models=self.model_ids,
             input=self.display_name,
@@ -260,9 +133,7 @@ class Job:
             recording = load_recording(self.path)
 
             def progress(result: Result) -> None:
-                if result.window_end != self.last_end:
-                    self.last_end = result.window_end
-                    self.n_windows_done += 1
+                self.windows.add(result)
                 if metrics is not None:
                     metrics.job_windows.labels(result.model).inc()
 
@@ -288,8 +159,7 @@ class Job:
     def _finish(self, state: JobState) -> None:
         self.state = state
         self.finished_at = time.time()
-        if self.cleanup is not None:
-            shutil.rmtree(self.cleanup, ignore_errors=True)
+        _remove(self.cleanup)
         if self._done is not None:
             loop, event = self._done
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
@@ -316,50 +186,146 @@ class JobManager:
         Jobs decoded at once.
     max_jobs : int
         Jobs kept; beyond this the oldest finished jobs are forgotten.
+    registry : ModelRegistry
+        Where the model ids of a job are looked up.
     metrics : Metrics
         Where finished jobs and decoded windows are counted.
     """
 
-    def __init__(self, workers: int, max_jobs: int, metrics: Metrics) -> None:
+    def __init__(
+        self, workers: int, max_jobs: int, registry: ModelRegistry, metrics: Metrics
+    ) -> None:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="neurocast-job")
         self.max_jobs = max_jobs
+        self.registry = registry
         self.metrics = metrics
-        self.jobs: dict[str, Job] = {}
+        self._jobs: dict[str, Job] = {}
+
+    async def create(
+        self,
+        path: Path,
+        display_name: str,
+        model_ids: Sequence[str],
+        stride_s: float,
+        cleanup: Path | None = None,
+    ) -> Job:
+        """Check a recording against its models and queue the job that decodes it.
+
+        Parameters
+        ----------
+        path : Path
+            The recording (inside the data root, or an upload).
+        display_name : str
+            What the client called it.
+        model_ids : sequence of str
+            Models to run.
+        stride_s : float
+            Time between window ends in seconds.
+        cleanup : Path | None
+            A temporary directory removed when the job ends, or now if it is refused.
+
+        Raises
+        ------
+        InvalidInput
+            ``unknown_model``, or ``unreadable_file`` when MNE cannot read the header or a model
+            does not fit the recording.
+        """
+        try:
+            # loading a model (first use) and reading a header block: not on the event loop
+            models = await asyncio.to_thread(self.registry.window_models, model_ids)
+            raw = await asyncio.to_thread(read_header, path)
+            stream = stream_of(raw, path)
+            check_models(stream, models)
+        except RecordingError as exc:
+            _remove(cleanup)
+            raise InvalidInput("unreadable_file", str(exc)) from None
+        except BaseException:
+            _remove(cleanup)
+            raise
+        job = Job(
+            path,
+            display_name,
+            models,
+            list(model_ids),
+            stride_s,
+            n_samples=raw.n_times,
+            sfreq=raw.info["sfreq"],
+            simulated=stream.simulated,
+            cleanup=cleanup,
+        )
+        return self.submit(job)
 
     def submit(self, job: Job) -> Job:
         """Queue a job (from the event loop, so that clients can wait for it there)."""
         self._evict()
-        self.jobs[job.id] = job
+        self._jobs[job.id] = job
         job.watch()
         self.pool.submit(job.run, self.metrics)
         return job
 
+    def statuses(self) -> list[JobStatus]:
+        """Status of every job kept, oldest first."""
+        return [j.status() for j in list(self._jobs.values())]
+
     def get(self, job_id: str) -> Job:
-        """The job with this id (404 :class:`ApiError` when unknown)."""
-        try:
-            return self.jobs[job_id]
-        except KeyError:
-            raise not_found("job", job_id, "/v1/jobs") from None
+        """The job with this id.
+
+        Raises
+        ------
+        NotFound
+            When there is none.
+        """
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise _unknown(job_id)
+        return job
+
+    def finished(self, job_id: str) -> Job:
+        """A job whose results can be fetched.
+
+        Raises
+        ------
+        NotFound
+            When there is no such job.
+        NotReady
+            ``job_not_done`` when it is still running, failed or was cancelled.
+        """
+        job = self.get(job_id)
+        if job.state != "done":
+            reason = f" ({job.error})" if job.error else ""
+            raise NotReady(
+                "job_not_done",
+                f"Job {job_id} is {job.state}{reason}; results exist once its status is done.",
+            )
+        return job
 
     def delete(self, job_id: str) -> Job:
         """Cancel a job if it is still running and forget it."""
-        job = self.jobs.pop(job_id, None)
+        job = self._jobs.pop(job_id, None)
         if job is None:
-            raise not_found("job", job_id, "/v1/jobs")
+            raise _unknown(job_id)
         job.cancel.set()
         return job
 
     def _evict(self) -> None:
-        finished = [j for j in self.jobs.values() if j.state in FINISHED_JOB_STATES]
-        excess = len(self.jobs) + 1 - self.max_jobs
+        finished = [j for j in self._jobs.values() if j.state in FINISHED_JOB_STATES]
+        excess = len(self._jobs) + 1 - self.max_jobs
         for job in sorted(finished, key=lambda j: j.created_at)[: max(0, excess)]:
-            del self.jobs[job.id]
+            del self._jobs[job.id]
 
     def shutdown(self) -> None:
         """Cancel every job and wait for the workers to stop."""
-        for job in self.jobs.values():
+        for job in self._jobs.values():
             job.cancel.set()
         self.pool.shutdown(wait=True, cancel_futures=True)
-        for job in self.jobs.values():
-            if job.cleanup is not None:
-                shutil.rmtree(job.cleanup, ignore_errors=True)
+        for job in self._jobs.values():
+            _remove(job.cleanup)
+
+
+def _unknown(job_id: str) -> NotFound:
+    return NotFound.unknown("job", job_id, "/v1/jobs")
+
+
+def _remove(folder: Path | None) -> None:
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from neurocast.streaming.engine.results import Result
 
 if TYPE_CHECKING:
-    from neurocast.server.schemas import SessionStatus
+    from neurocast.wire.schemas import SessionStatus
 
 # latency buckets in seconds: 0.25 ms to 1 s
 _BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)

@@ -1,51 +1,15 @@
-"""The models a server offers: artifacts found on disk, their metadata and their galleries."""
+"""The models a server offers: the installed artifacts, their metadata and their galleries."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from importlib.resources import files
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from fastapi import status
-
-from neurocast.models.serving.artifact import Artifact, list_artifacts
-from neurocast.models.serving.gallery import GALLERY_SUFFIX, Gallery, GalleryError
-from neurocast.models.serving.runtime import OnnxWindowModel, loaded_sessions
-from neurocast.server.config import Settings
-from neurocast.server.errors import ApiError
-from neurocast.server.schemas import ModelInfo, ModelInput
+from neurocast.catalog import InstalledModel, by_name, discover
+from neurocast.models.serving.runtime import loaded_sessions
+from neurocast.server.exceptions import InvalidInput, NotFound
 from neurocast.streaming.engine.pipeline import WindowModel
-
-logger = logging.getLogger(__name__)
-
-#: Where the models shipped with the package live (the demo models).
-PACKAGED_DIR = Path(str(files("neurocast.models"))) / "artifacts"
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One installed model.
-
-    Attributes
-    ----------
-    info : ModelInfo
-        What ``GET /v1/models/{id}`` shows.
-    load : callable
-        Returns a ready :class:`~neurocast.streaming.engine.pipeline.WindowModel` (ONNX sessions are
-        shared process-wide by the runtime, so calling it again is cheap).
-    gallery : object | None
-        The image gallery of a retrieval model (serves thumbnails), else None.
-    sha256 : str | None
-        Content hash of the artifact (finds its runtime session).
-    """
-
-    info: ModelInfo
-    load: Callable[[], WindowModel]
-    gallery: Any = None
-    sha256: str | None = None
+from neurocast.wire.schemas import ModelInfo, ModelInput
 
 
 class ModelRegistry:
@@ -53,111 +17,98 @@ class ModelRegistry:
 
     Parameters
     ----------
-    entries : iterable of ModelEntry
+    models : iterable of InstalledModel
         The models; ids must be unique (a later duplicate is ignored with a warning).
+    threads : int | None
+        Intra-op threads of the decoders it loads (None: the runtime's default).
     """
 
-    def __init__(self, entries: Iterable[ModelEntry] = ()) -> None:
-        self._entries: dict[str, ModelEntry] = {}
-        for entry in entries:
-            if entry.info.id in self._entries:
-                logger.warning("Model id %r found twice; keeping the first.", entry.info.id)
-                continue
-            self._entries[entry.info.id] = entry
+    def __init__(self, models: Iterable[InstalledModel] = (), threads: int | None = None) -> None:
+        self._models = by_name(models)
+        self._infos = {name: _info(m) for name, m in self._models.items()}
+        self._threads = threads
 
     @classmethod
-    def discover(cls, models_dir: Path | None, *, packaged: bool = True) -> ModelRegistry:
+    def discover(
+        cls, models_dir: Path | None, *, packaged: bool = True, threads: int | None = None
+    ) -> ModelRegistry:
         """The artifacts of ``models_dir`` and, if ``packaged``, those shipped in the package.
 
-        A model's id is its name; a name found twice keeps the first (``models_dir`` comes
-        first, so a user's model shadows a packaged one). Files that are not valid artifacts
-        are skipped with a warning saying why. A retrieval model's gallery is the file
-        ``<gallery>.npz`` in the same folder; without it results carry no top-k images.
+        See :func:`neurocast.catalog.discover`: a model in ``models_dir`` shadows a packaged
+        one of the same name, and invalid files are skipped with a warning.
         """
-        folders: list[tuple[Path, bool]] = []
-        if models_dir is not None:
-            folders.append((Path(models_dir), False))
-        if packaged and PACKAGED_DIR.is_dir():
-            folders.append((PACKAGED_DIR, True))
-        entries = []
-        for folder, is_packaged in folders:
-            for artifact in list_artifacts(folder).artifacts:
-                entries.append(_entry(artifact, folder, is_packaged))
-        return cls(entries)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ModelRegistry:
-        """The artifacts under ``settings.models_dir`` and, if enabled, the packaged ones."""
-        return cls.discover(settings.models_dir, packaged=settings.packaged_models)
+        return cls(discover(models_dir, packaged=packaged), threads)
 
     def ids(self) -> list[str]:
         """Model ids, sorted."""
-        return sorted(self._entries)
+        return sorted(self._models)
 
     def infos(self) -> list[ModelInfo]:
         """Metadata of every model, sorted by id."""
         return [self.info(i) for i in self.ids()]
 
     def info(self, model_id: str) -> ModelInfo:
-        """Metadata of one model (404 :class:`ApiError` when unknown)."""
-        entry = self._entries.get(model_id)
-        if entry is None:
-            raise ApiError(
-                status.HTTP_404_NOT_FOUND,
+        """Metadata of one model, with its execution provider once it is loaded.
+
+        Raises
+        ------
+        NotFound
+            When no model has this id.
+        """
+        info = self._infos.get(model_id)
+        if info is None:
+            raise NotFound(
                 "unknown_model",
                 f"No model {model_id!r}; list the installed ones with GET /v1/models.",
             )
-        if entry.info.provider is None and entry.sha256 is not None:
+        if info.provider is None:
             loaded = {s.artifact.sha256: s.provider for s in loaded_sessions()}
-            if entry.sha256 in loaded:
-                return entry.info.model_copy(update={"provider": loaded[entry.sha256]})
-        return entry.info
-
-    def window_model(self, model_id: str) -> WindowModel:
-        """A ready decoder for a model named in a request (422 :class:`ApiError` if unknown)."""
-        entry = self._entries.get(model_id)
-        if entry is None:
-            known = ", ".join(self.ids()) or "none installed"
-            raise ApiError(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                "unknown_model",
-                f"Unknown model {model_id!r} (installed: {known}); see GET /v1/models.",
-            )
-        return entry.load()
+            if info.sha256 in loaded:
+                return info.model_copy(update={"provider": loaded[info.sha256]})
+        return info
 
     def window_models(self, model_ids: Iterable[str]) -> list[WindowModel]:
-        """Ready decoders for several models (422 :class:`ApiError` for an unknown id)."""
-        return [self.window_model(m) for m in model_ids]
+        """Ready decoders for the models a request names.
+
+        Raises
+        ------
+        InvalidInput
+            ``unknown_model`` for an id no installed model has.
+        """
+        ids = list(model_ids)
+        for model_id in ids:
+            if model_id not in self._models:
+                known = ", ".join(self.ids()) or "none installed"
+                raise InvalidInput(
+                    "unknown_model",
+                    f"Unknown model {model_id!r} (installed: {known}); see GET /v1/models.",
+                )
+        return [self._models[m].load(self._threads) for m in ids]
 
     def thumbnail(self, gallery: str, image_id: str) -> tuple[bytes, str]:
-        """The encoded thumbnail of a gallery image and its media type (404 when unknown)."""
-        for entry in self._entries.values():
-            g = entry.gallery
+        """The encoded thumbnail of a gallery image and its media type.
+
+        Raises
+        ------
+        NotFound
+            When no model has this gallery, or the gallery has no such image.
+        """
+        for model in self._models.values():
+            g = model.gallery
             if g is not None and g.name == gallery:
                 try:
                     return g.thumbnail(image_id), g.thumbnail_media_type
                 except KeyError:
                     break
-        raise ApiError(
-            status.HTTP_404_NOT_FOUND,
-            "unknown_image",
-            f"No thumbnail for image {image_id!r} in gallery {gallery!r}.",
+        raise NotFound(
+            "unknown_image", f"No thumbnail for image {image_id!r} in gallery {gallery!r}."
         )
 
 
-def _entry(artifact: Artifact, folder: Path, packaged: bool) -> ModelEntry:
-    meta = artifact.metadata
-    gallery = None
-    if meta.task == "retrieval" and meta.output.gallery:
-        path = folder / f"{meta.output.gallery}{GALLERY_SUFFIX}"
-        try:
-            gallery = Gallery.load(path)
-        except (OSError, GalleryError) as exc:
-            logger.warning(
-                "Model %s: no gallery (%s); results carry no top-k images.", meta.name, exc
-            )
+def _info(model: InstalledModel) -> ModelInfo:
+    meta = model.artifact.metadata
     spec = meta.input
-    info = ModelInfo(
+    return ModelInfo(
         id=meta.name,
         name=meta.name,
         version=meta.version,
@@ -169,16 +120,10 @@ def _entry(artifact: Artifact, folder: Path, packaged: bool) -> ModelEntry:
             window_s=spec.window_s,
             context_s=spec.context_s,
         ),
-        packaged=packaged,
+        packaged=model.packaged,
         simulated_training=meta.simulated_training_data,
-        gallery=gallery.name if gallery is not None else None,
-        sha256=artifact.sha256,
+        gallery=model.gallery.name if model.gallery is not None else None,
+        sha256=model.artifact.sha256,
         provider=None,
         metadata=meta.model_dump(mode="json"),
-    )
-    return ModelEntry(
-        info,
-        lambda: OnnxWindowModel(artifact, gallery=gallery),
-        gallery,
-        artifact.sha256,
     )

@@ -15,24 +15,24 @@ import time
 import uuid
 
 import numpy as np
-from fastapi import status as http
 
 from neurocast.server.config import Settings
-from neurocast.server.errors import ApiError, not_found, resolve_under_root
+from neurocast.server.exceptions import InvalidInput, LimitReached, NotFound
 from neurocast.server.hub import Hub, Outgoing
 from neurocast.server.metrics import Metrics
-from neurocast.server.records import dumps
 from neurocast.server.registry import ModelRegistry
-from neurocast.server.schemas import (
+from neurocast.streaming.engine.loop import DecodeLoop
+from neurocast.streaming.engine.pipeline import WindowModel
+from neurocast.streaming.sources.open import open_source
+from neurocast.streaming.sources.specs import SimulatorSpec, SourceSpec
+from neurocast.wire.records import dumps
+from neurocast.wire.schemas import (
     Percentiles,
     SessionCreate,
     SessionState,
     SessionStatus,
     StreamSummary,
 )
-from neurocast.streaming.engine.loop import DecodeLoop
-from neurocast.streaming.engine.pipeline import WindowModel
-from neurocast.streaming.sources.specs import ReplaySpec, SimulatorSpec, SourceSpec, open_source
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,10 @@ class Session:
         )
 
 
+def _unknown(session_id: str) -> NotFound:
+    return NotFound.unknown("session", session_id, "/v1/sessions")
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -174,7 +178,7 @@ class SessionManager:
     Parameters
     ----------
     settings : Settings
-        Limits (sessions, queue size, status period) and the data root.
+        Limits (sessions, queue size, status period).
     registry : ModelRegistry
         Where model ids are looked up.
     metrics : Metrics
@@ -185,46 +189,56 @@ class SessionManager:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
-        self.sessions: dict[str, Session] = {}
+        self._sessions: dict[str, Session] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._last_state: dict[str, SessionState] = {}
 
+    def __len__(self) -> int:
+        """Sessions that exist now, running or not."""
+        return len(self._sessions)
+
     def statuses(self) -> list[SessionStatus]:
         """Status of every session."""
-        return [s.status() for s in list(self.sessions.values())]
+        return [s.status() for s in list(self._sessions.values())]
 
     def get(self, session_id: str) -> Session:
         """The session with this id.
 
         Raises
         ------
-        ApiError
-            404 when there is none.
+        NotFound
+            When there is none.
         """
-        try:
-            return self.sessions[session_id]
-        except KeyError:
-            raise not_found("session", session_id, "/v1/sessions") from None
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise _unknown(session_id)
+        return session
 
-    async def create(self, request: SessionCreate) -> Session:
-        """Validate a request, start the session and wait briefly for its source to open.
+    async def create(self, request: SessionCreate, source: SourceSpec) -> Session:
+        """Start a session and wait briefly for its source to open.
+
+        Parameters
+        ----------
+        request : SessionCreate
+            What the client asked for (shown in the session's status).
+        source : SourceSpec
+            The source to open: the request's, with its file paths already checked.
 
         Raises
         ------
-        ApiError
-            422 for an unknown model, 403/404 for a file path outside the data root or missing,
-            429 when the session limit is reached.
+        InvalidInput
+            For an unknown model or a source this installation cannot build.
+        LimitReached
+            When the session limit is reached.
         """
-        if len(self.sessions) >= self.settings.max_sessions:
-            raise ApiError(
-                http.HTTP_429_TOO_MANY_REQUESTS,
+        if len(self._sessions) >= self.settings.max_sessions:
+            raise LimitReached(
                 "too_many_sessions",
                 f"This server runs at most {self.settings.max_sessions} sessions; delete one "
                 f"(DELETE /v1/sessions/{{id}}) or raise NEUROCAST_MAX_SESSIONS.",
             )
         # the first use of a model loads (and warms up) its ONNX session: not on the event loop
         models = await asyncio.to_thread(self.registry.window_models, request.models)
-        spec = self._resolve_paths(request.source)
         loop = asyncio.get_running_loop()
         session_id = uuid.uuid4().hex[:12]
         hub = Hub(
@@ -236,12 +250,10 @@ class SessionManager:
             on_dropped=lambda n: self.metrics.observe_dropped(session_id, n),
         )
         try:
-            session = Session(request, spec, models, hub)
+            session = Session(request, source, models, hub)
         except Exception as exc:  # the source type is not available in this installation
-            raise ApiError(
-                http.HTTP_422_UNPROCESSABLE_CONTENT, "bad_source", f"Cannot build the source: {exc}"
-            ) from exc
-        self.sessions[session_id] = session
+            raise InvalidInput("bad_source", f"Cannot build the source: {exc}") from exc
+        self._sessions[session_id] = session
         self._ensure_ticker()
         session.start_task = asyncio.create_task(session.start())
         # still opening after the wait: the client polls GET /v1/sessions/{id}
@@ -251,24 +263,15 @@ class SessionManager:
             )
         return session
 
-    def _resolve_paths(self, spec: SourceSpec) -> SourceSpec:
-        root = self.settings.data_root
-        if isinstance(spec, ReplaySpec):
-            return spec.model_copy(update={"path": str(resolve_under_root(root, spec.path))})
-        if isinstance(spec, SimulatorSpec) and spec.info_path is not None:
-            resolved = resolve_under_root(root, spec.info_path)
-            return spec.model_copy(update={"info_path": str(resolved)})
-        return spec
-
     async def delete(self, session_id: str) -> SessionStatus:
         """Stop a session, tell its subscribers and forget it.
 
         Only the first of several concurrent deletes of one session succeeds; the others get
-        404 because the session is removed before it is stopped.
+        :class:`NotFound` because the session is removed before it is stopped.
         """
-        session = self.sessions.pop(session_id, None)
+        session = self._sessions.pop(session_id, None)
         if session is None:
-            raise not_found("session", session_id, "/v1/sessions")
+            raise _unknown(session_id)
         await self._stop(session)
         return session.status()
 
@@ -285,8 +288,8 @@ class SessionManager:
         """Stop every session (the server is going down)."""
         if self._ticker is not None:
             self._ticker.cancel()
-        sessions = list(self.sessions.values())
-        self.sessions.clear()
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
         await asyncio.gather(*(self._stop(s) for s in sessions), return_exceptions=True)
 
     def _ensure_ticker(self) -> None:
@@ -304,7 +307,7 @@ class SessionManager:
             periodic = elapsed >= period
             if periodic:
                 elapsed = 0.0
-            for session in list(self.sessions.values()):
+            for session in list(self._sessions.values()):
                 if not session.hub.subscribers:
                     continue
                 state, _ = session.state()

@@ -10,22 +10,23 @@ import torch
 
 from neurocast.clients.cli import EXIT_OK, EXIT_USAGE, main
 from neurocast.models.nets.brain_module import BrainModule, small_config
-from neurocast.models.serving.artifact import load_artifact
+from neurocast.models.serving import load_artifact
 from neurocast.models.serving.runtime import OnnxWindowModel
 from neurocast.models.training.align import (
-    MIN_CEILING_2WAY,
-    AlignedEpochs,
     AlignedModel,
     AlignTrainConfig,
     align_encoder_config,
     aligned_loss,
-    evaluate_aligned,
     export_encoder,
     fit_aligned,
-    simulate_aligned_epochs,
+)
+from neurocast.models.training.align_data import AlignedEpochs, simulate_aligned_epochs
+from neurocast.models.training.align_eval import (
+    MIN_CEILING_2WAY,
+    evaluate_aligned,
     two_way_accuracy,
 )
-from neurocast.streaming.sources.simulator.simulator import default_image_set
+from neurocast.streaming.sources.simulator.images import default_image_set
 from neurocast.streaming.sources.specs import SimulatorSpec
 
 EEG8 = ["Fp1", "Fz", "C3", "Cz", "C4", "Pz", "O1", "O2"]

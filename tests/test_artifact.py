@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from pydantic import ValidationError
 
-from neurocast.models.serving.artifact import (
+from neurocast.models.serving import (
     METADATA_KEY,
     ArtifactError,
     ArtifactMetadata,

@@ -22,27 +22,27 @@ from neurocast.models.nets.classifier import (
     ScalogramStandardizer,
     SensorMixing,
 )
-from neurocast.models.serving.artifact import (
-    InputSpec,
-    Provenance,
-    load_artifact,
-)
+from neurocast.models.serving import load_artifact
+from neurocast.models.serving.schema import InputSpec, Provenance
 from neurocast.models.training.classifier import (
-    ScalogramWindows,
     TrainConfig,
     build_classifier,
+    export_classifier,
     fit,
-    split_by_group,
     trial_log_proba,
+)
+from neurocast.models.training.classifier_data import (
+    ScalogramWindows,
+    split_by_group,
     trial_windows,
 )
 from neurocast.models.training.export import (
     ExportCheckError,
     check_onnx,
-    export_classifier,
     export_onnx,
 )
-from neurocast.models.training.trials import find_trials, read_recording
+from neurocast.models.training.trials import find_trials
+from neurocast.streaming.io import read_recording
 from neurocast.streaming.preprocessing.filters import PreprocessSpec
 from neurocast.streaming.preprocessing.scalogram import ScalogramSpec
 

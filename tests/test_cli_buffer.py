@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from neurocast.streaming.sources.base import StreamInfo
-from neurocast.streaming.sources.fieldtrip.source import FieldTripServer, FieldTripWriter
-from neurocast.streaming.sources.specs import FieldTripSpec, open_source
+from neurocast.streaming.sources.fieldtrip.server import FieldTripServer
+from neurocast.streaming.sources.fieldtrip.writer import FieldTripWriter
+from neurocast.streaming.sources.open import open_source
+from neurocast.streaming.sources.specs import FieldTripSpec
 
 
 def _free_port() -> int:

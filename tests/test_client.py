@@ -13,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from test_server_support import SIM_SPEC, TOKEN, server_fixture, write_simulated_recording
 
+from neurocast.clients.calls import NeurocastError
 from neurocast.clients.cli import main
-from neurocast.clients.client import AsyncClient, NeurocastError
-from neurocast.server.frames import SignalFrame
-from neurocast.server.schemas import ResultMessage, StatusMessage, Subscribed
+from neurocast.clients.client import AsyncClient
+from neurocast.wire.frames import SignalFrame
+from neurocast.wire.schemas import ResultMessage, StatusMessage, Subscribed
 
 pytest_plugins = ["test_server_support"]
 pytestmark = pytest.mark.timeout(120)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurocast.models.serving.artifact import StreamMismatchError, load_artifact
+from neurocast.models.serving import StreamMismatchError, load_artifact
 from neurocast.models.serving.runtime import OnnxWindowModel
 from neurocast.streaming.engine.pipeline import decode_array
 from neurocast.streaming.sources.simulator.simulator import Simulator

@@ -22,46 +22,46 @@ from mne.io.constants import FIFF
 
 from neurocast.streaming.engine.ring import RingBuffer
 from neurocast.streaming.sources.base import Marker, SourceError, StreamInfo
+from neurocast.streaming.sources.fieldtrip.client import FieldTripClient
+from neurocast.streaming.sources.fieldtrip.events import Event, pack_events, parse_events
+from neurocast.streaming.sources.fieldtrip.header import (
+    Header,
+    HeaderChunk,
+    pack_header,
+    parse_header,
+)
+from neurocast.streaming.sources.fieldtrip.metadata import (
+    guess_channel_type,
+    header_from_stream_info,
+    is_neuromag,
+    stream_info_from_header,
+)
 from neurocast.streaming.sources.fieldtrip.protocol import (
     UNTIL_NEWEST,
     ChunkType,
     Command,
     Counts,
     DataType,
-    Event,
     FieldTripConnectionError,
     FieldTripProtocolError,
     FieldTripRequestError,
-    Header,
-    HeaderChunk,
     pack_counts,
     pack_data,
-    pack_events,
-    pack_header,
     pack_message,
     pack_selection,
     pack_wait_request,
     parse_counts,
     parse_data,
-    parse_events,
-    parse_header,
     parse_message_def,
     parse_selection,
     parse_wait_request,
     split_message,
 )
-from neurocast.streaming.sources.fieldtrip.source import (
-    FieldTripClient,
-    FieldTripServer,
-    FieldTripSource,
-    FieldTripWriter,
-    _SampleClock,
-    guess_channel_type,
-    header_from_stream_info,
-    is_neuromag,
-    stream_info_from_header,
-)
-from neurocast.streaming.sources.specs import FieldTripSpec, open_source
+from neurocast.streaming.sources.fieldtrip.server import FieldTripServer
+from neurocast.streaming.sources.fieldtrip.source import FieldTripSource, _SampleClock
+from neurocast.streaming.sources.fieldtrip.writer import FieldTripWriter
+from neurocast.streaming.sources.open import open_source
+from neurocast.streaming.sources.specs import FieldTripSpec
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,13 +20,12 @@ import numpy as np
 import pytest
 
 from neurocast.streaming.sources.base import StreamInfo
-from neurocast.streaming.sources.fieldtrip.protocol import DataType, Event
-from neurocast.streaming.sources.fieldtrip.source import (
-    FieldTripClient,
-    FieldTripServer,
-    FieldTripSource,
-    FieldTripWriter,
-)
+from neurocast.streaming.sources.fieldtrip.client import FieldTripClient
+from neurocast.streaming.sources.fieldtrip.events import Event
+from neurocast.streaming.sources.fieldtrip.protocol import DataType
+from neurocast.streaming.sources.fieldtrip.server import FieldTripServer
+from neurocast.streaming.sources.fieldtrip.source import FieldTripSource
+from neurocast.streaming.sources.fieldtrip.writer import FieldTripWriter
 from neurocast.streaming.sources.specs import FieldTripSpec
 
 with warnings.catch_warnings():

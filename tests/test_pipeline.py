@@ -211,7 +211,9 @@ def test_nan_windows_invalid_then_valid_again(
     bad[0, 700] = np.inf  # a channel the model does not read still flags the stream
     model = motor_model()
     ok = {r.window_end: r for r in decode_array(clean, times[:n], stream, [model])}
-    got = run_live(DecodeEngine(stream, [model]), bad, times[:n], seed=3)
+    # the recording is written faster than real time on its own clock (T0): not a live source,
+    # so no acquisition latency (a live engine would rightly note `clock_ahead` on each window)
+    got = run_live(DecodeEngine(stream, [model], live=False), bad, times[:n], seed=3)
     got_batch = list(decode_array(bad, times[:n], stream, [model]))
     span = model_span(stream)
     for r in got + got_batch:
@@ -248,7 +250,7 @@ def test_gap_and_clock_jump_invalidate_spanning_windows(
         if spans_gap:
             assert r.issues == ["gap"]
     # the source's clock is reset between two chunks
-    engine = DecodeEngine(stream, [motor_model()])
+    engine = DecodeEngine(stream, [motor_model()], live=False)
     engine.write(Chunk(data[:, :400].T, times[:400], local_clock()))
     engine.write(Chunk(data[:, 400:n].T, times[400:n] - 100.0, local_clock()))
     results = engine.decode_due(newest_only=False)

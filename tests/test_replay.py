@@ -217,7 +217,8 @@ def test_lsl_player_publishes_samples_markers_and_metadata(shared_data: Path) ->
 
 @pytest.mark.shared_data
 def test_fieldtrip_player_writes_the_files_samples(shared_data: Path) -> None:
-    from neurocast.streaming.sources.fieldtrip.source import FieldTripServer, FieldTripSource
+    from neurocast.streaming.sources.fieldtrip.server import FieldTripServer
+    from neurocast.streaming.sources.fieldtrip.source import FieldTripSource
 
     path = shared_data / FIF
     raw = _raw(path)

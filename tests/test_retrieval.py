@@ -10,18 +10,20 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from neurocast.clients.cli import main  # noqa: E402
-from neurocast.models.serving.artifact import load_artifact  # noqa: E402
+from neurocast.models.serving import load_artifact  # noqa: E402
 from neurocast.models.serving.gallery import Gallery, make_thumbnail  # noqa: E402
 from neurocast.models.serving.runtime import OnnxWindowModel  # noqa: E402
-from neurocast.models.training.retrieval import (  # noqa: E402
+from neurocast.models.training.retrieval_data import (  # noqa: E402
     EpochSet,
-    RidgeRetrieval,
     WindowGeometry,
     WindowSampler,
     fit_robust_windows,
     preprocess_epochs,
-    retrieval_ranks,
     retrieval_spec,
+)
+from neurocast.models.training.retrieval_eval import (  # noqa: E402
+    RidgeRetrieval,
+    retrieval_ranks,
     top_k_accuracy,
 )
 from neurocast.streaming.engine.pipeline import decode_array  # noqa: E402

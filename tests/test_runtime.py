@@ -18,7 +18,7 @@ from test_artifact import (
     stream,
 )
 
-from neurocast.models.serving.artifact import (
+from neurocast.models.serving import (
     ArtifactMetadata,
     InputSpec,
     OutputSpec,

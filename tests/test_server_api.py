@@ -11,7 +11,8 @@ import httpx
 import pytest
 from test_server_support import AUTH, SIM_SPEC, TOKEN, serve, server_fixture, wait_until
 
-from neurocast.clients.client import Client, NeurocastError
+from neurocast.clients.calls import NeurocastError
+from neurocast.clients.client import Client
 
 pytest_plugins = ["test_server_support"]
 pytestmark = pytest.mark.timeout(120)

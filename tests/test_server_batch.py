@@ -14,9 +14,10 @@ import pytest
 import websockets
 from test_server_support import AUTH, serve, write_simulated_recording, ws_url
 
-from neurocast.clients.client import NeurocastError, parse_message
-from neurocast.server.frames import SignalFrame
-from neurocast.server.schemas import ResultMessage, StatusMessage
+from neurocast.clients.calls import NeurocastError
+from neurocast.clients.streams import parse_message
+from neurocast.wire.frames import SignalFrame
+from neurocast.wire.schemas import ResultMessage, StatusMessage
 
 pytest_plugins = ["test_server_support"]
 pytestmark = pytest.mark.timeout(120)

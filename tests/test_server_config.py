@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from neurocast.server.config import Settings, is_loopback
-from neurocast.server.errors import ApiError, resolve_under_root
+from neurocast.hosts import is_loopback
+from neurocast.server.config import Settings
+from neurocast.server.data_root import resolve_under_root
+from neurocast.server.errors import ApiError
 
 
 def test_auth_off_is_refused_unless_on_loopback() -> None:

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neurocast.server.frames import (
+from neurocast.streaming.engine.results import Latency, Result
+from neurocast.streaming.sources.base import Marker
+from neurocast.wire.frames import (
     HEADER_SIZE,
     FrameError,
     decode_signal_frame,
     encode_signal_frame,
 )
-from neurocast.streaming.engine.results import Latency, Result
-from neurocast.streaming.sources.base import Marker
 
 
 def _result(n_ch: int = 3, n_s: int = 5, simulated: bool = True, valid: bool = True) -> Result:

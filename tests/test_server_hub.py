@@ -9,11 +9,11 @@ import threading
 import numpy as np
 import pytest
 
-from neurocast.server.frames import decode_signal_frame
 from neurocast.server.hub import Hub, Outgoing, Subscriber
-from neurocast.server.schemas import Subscribe
 from neurocast.streaming.engine.results import Result
 from neurocast.streaming.sources.base import Marker
+from neurocast.wire.frames import decode_signal_frame
+from neurocast.wire.schemas import Subscribe
 
 
 def _result(end: int, model: str = "clf", kind: str = "probabilities", markers=()) -> Result:

@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from neurocast.clients.client import Client
-from neurocast.models.serving.artifact import (
+from neurocast.models.serving import (
     ArtifactMetadata,
     InputSpec,
     OutputSpec,

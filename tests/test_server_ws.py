@@ -26,9 +26,9 @@ from test_server_support import (
     ws_url,
 )
 
-from neurocast.clients.client import Message, parse_message
-from neurocast.server.frames import SignalFrame
-from neurocast.server.schemas import ResultMessage
+from neurocast.clients.streams import Message, parse_message
+from neurocast.wire.frames import SignalFrame
+from neurocast.wire.schemas import ResultMessage
 
 pytest_plugins = ["test_server_support"]
 pytestmark = pytest.mark.timeout(120)

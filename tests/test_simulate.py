@@ -12,18 +12,15 @@ import pytest
 from mne.io.constants import FIFF
 from scipy import signal
 
-from neurocast.streaming.sources.base import Source, SourceError, local_clock
+from neurocast.streaming.sources.base import SIMULATED_TAG, Source, SourceError, local_clock
+from neurocast.streaming.sources.open import open_source
 from neurocast.streaming.sources.simulator import geometry
-from neurocast.streaming.sources.simulator.simulator import (
-    SIMULATED_TAG,
-    SimulatedEpochs,
-    Simulator,
-    SimulatorSource,
-    _cov_colour,
-    default_image_set,
-    load_image_set,
-)
-from neurocast.streaming.sources.specs import SimulatorSpec, open_source
+from neurocast.streaming.sources.simulator.epochs import SimulatedEpochs
+from neurocast.streaming.sources.simulator.images import default_image_set, load_image_set
+from neurocast.streaming.sources.simulator.physics import cov_colour as _cov_colour
+from neurocast.streaming.sources.simulator.simulator import Simulator
+from neurocast.streaming.sources.simulator.source import SimulatorSource
+from neurocast.streaming.sources.specs import SimulatorSpec
 
 SFREQ = 250.0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from neurocast.streaming.sources.open import open_source
 from neurocast.streaming.sources.replay import ReplaySource
 from neurocast.streaming.sources.specs import (
     FieldTripSpec,
@@ -12,7 +13,6 @@ from neurocast.streaming.sources.specs import (
     ReplaySpec,
     SimulatorSpec,
     SourceSpec,
-    open_source,
 )
 
 ADAPTER: TypeAdapter[SourceSpec] = TypeAdapter(SourceSpec)

@@ -16,11 +16,10 @@ from neurocast.models.nets.translator import (
     ScaledTranslator,
     TranslatorConfig,
 )
-from neurocast.models.serving.artifact import StreamMismatchError, load_artifact
+from neurocast.models.serving import StreamMismatchError, load_artifact
 from neurocast.models.serving.runtime import OnnxWindowModel
-from neurocast.models.training.classifier import torch_threads
+from neurocast.models.training.loop import torch_threads
 from neurocast.models.training.translation import (
-    RidgeTranslator,
     TranslationModel,
     TranslatorTrainConfig,
     check_windows,
@@ -34,6 +33,7 @@ from neurocast.models.training.translation_data import (
     simulator_spec,
     ssp_projector,
 )
+from neurocast.models.training.translation_ridge import RidgeTranslator
 from neurocast.models.training.translation_scoring import evaluate_segment, score_translation
 from neurocast.streaming.engine.pipeline import decode_array
 from neurocast.streaming.sources.base import StreamInfo

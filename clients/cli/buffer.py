@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from neurocast.streaming.sources.fieldtrip.source import FieldTripServer
+    from neurocast.streaming.sources.fieldtrip.server import FieldTripServer
 
     server = FieldTripServer(
         args.host, args.port, max_samples=args.max_samples, max_events=args.max_events

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, cast
 from neurocast.clients.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
-    from neurocast.server.schemas import ResultFormat
+    from neurocast.wire.schemas import ResultFormat
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Decode and write the results; exit code 2 for bad input, 1 for a failed decode."""
-    from neurocast.server.tables import FORMATS
+    from neurocast.wire.tables import FORMATS
 
     fmt = args.out.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
@@ -63,42 +63,41 @@ def run(args: argparse.Namespace) -> int:
 def _local(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from neurocast.server.errors import ApiError
-    from neurocast.server.jobs import RecordingError, check_models, decode_recording, load_recording
-    from neurocast.server.registry import ModelRegistry
-    from neurocast.server.tables import write_results
+    from neurocast.catalog import UnknownModelError, load_models
+    from neurocast.streaming.engine import batch
     from neurocast.streaming.engine.results import Result
+    from neurocast.wire.tables import write_results
 
-    registry = ModelRegistry.discover(args.models_dir)
     try:
-        models = registry.window_models(args.models)
-        recording = load_recording(args.file)
-        check_models(recording.stream, models)
-    except (ApiError, RecordingError) as exc:
-        print(f"neurocast decode: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        models = load_models(args.models, args.models_dir)
+        recording = batch.load_recording(args.file)
+        batch.check_models(recording.stream, models)
+    except (UnknownModelError, batch.RecordingError) as exc:
+        print(f"neurocast decode: {exc}", file=sys.stderr)
         return EXIT_USAGE
     stride_s = args.stride_ms / 1e3
-    total = int(recording.data.shape[1] / recording.stream.sfreq / stride_s)
-    ends: set[int] = set()
+    total = batch.n_windows(recording.data.shape[1], recording.stream.sfreq, stride_s)
+    windows = batch.WindowCounter()
     with tqdm(total=total, unit="window", desc=args.file.name, file=sys.stderr) as bar:
 
         def progress(result: Result) -> None:
-            if result.window_end not in ends:
-                ends.add(result.window_end)
+            if windows.add(result):
                 bar.update()
 
-        results = decode_recording(recording, models, stride_s=stride_s, on_result=progress)
+        results = batch.decode_recording(recording, models, stride_s=stride_s, on_result=progress)
     write_results(results, args.out, simulated=recording.stream.simulated)
     tag = " (SIMULATED recording)" if recording.stream.simulated else ""
-    print(f"{len(results)} results from {len(ends)} windows written to {args.out}{tag}")
+    print(f"{len(results)} results from {windows.n_windows} windows written to {args.out}{tag}")
     return EXIT_OK
 
 
 def _remote(args: argparse.Namespace, fmt: ResultFormat) -> int:
     from tqdm import tqdm
 
-    from neurocast.clients.client import Client, NeurocastError, quiet_http_log
-    from neurocast.server.schemas import FINISHED_JOB_STATES
+    from neurocast.clients.calls import NeurocastError
+    from neurocast.clients.cli.http_log import quiet_http_log
+    from neurocast.clients.client import Client
+    from neurocast.wire.schemas import FINISHED_JOB_STATES
 
     quiet_http_log(args)
 

@@ -53,15 +53,16 @@ def has_display() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Serve, start the simulator session, then show or print the results."""
+    from neurocast.clients.cli.http_log import quiet_http_log
     from neurocast.clients.cli.watch import format_message
-    from neurocast.clients.client import Client, quiet_http_log
+    from neurocast.clients.client import Client
     from neurocast.server.app import create_app
     from neurocast.server.config import Settings
     from neurocast.server.registry import ModelRegistry
     from neurocast.server.runner import ServerThread
-    from neurocast.server.schemas import OutputName
     from neurocast.streaming.sources.base import local_clock
     from neurocast.streaming.sources.specs import SimulatorSpec
+    from neurocast.wire.schemas import OutputName
 
     registry = ModelRegistry.discover(None)
     demo = [m.id for m in registry.infos() if m.packaged and m.id.startswith(DEMO_PREFIX)]

@@ -61,7 +61,7 @@ def describe(path: Path) -> dict[str, Any]:
     ValueError
         If the file does not exist or MNE cannot read it.
     """
-    from neurocast.streaming.io import read_recording
+    from neurocast.streaming.io import is_simulated, read_recording
 
     raw = read_recording(path)
     info = raw.info
@@ -70,7 +70,7 @@ def describe(path: Path) -> dict[str, Any]:
     return {
         "file": str(path),
         "reader": type(raw).__name__,
-        "simulated": SIMULATED_TAG in description,
+        "simulated": is_simulated(info),
         "n_channels": len(raw.ch_names),
         "channel_types": dict(Counter(raw.get_channel_types())),
         "sfreq_hz": sfreq,

@@ -25,6 +25,8 @@ COMMANDS: list[str] = [
     "train",
     "gallery",
     "analyze",
+    "record",
+    "export_bids",
 ]
 
 

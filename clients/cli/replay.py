@@ -84,6 +84,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.chunk_ms > 1000:
         print("neurocast replay: --chunk-ms must be at most 1000.", file=sys.stderr)
         return EXIT_USAGE
+    if args.file.suffix.lower() == ".xdf":  # every stream of the file, with its own timing
+        from neurocast.clients.cli.replay_xdf import run_xdf
+
+        return run_xdf(args)
     spec = ReplaySpec(
         path=str(args.file), speed=args.speed, loop=args.loop, chunk_s=args.chunk_ms / 1e3
     )

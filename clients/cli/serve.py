@@ -52,17 +52,15 @@ def run(args: argparse.Namespace) -> int:
     from neurocast.server.config import Settings
     from neurocast.server.runner import uvicorn_config
 
-    overrides: dict[str, object] = {
-        "host": args.host,
-        "port": args.port,
-        "models_dir": args.models_dir,
-        "data_root": args.data_root,
-        "cors_origins": args.cors_origins,
-    }
-    if args.max_upload_mb is not None:
-        overrides["max_upload_bytes"] = int(args.max_upload_mb * 1024**2)
     try:
-        settings = Settings.from_env(**overrides)
+        settings = Settings.from_env(
+            host=args.host,
+            port=args.port,
+            models_dir=args.models_dir,
+            data_root=args.data_root,
+            cors_origins=args.cors_origins,
+            max_upload_mb=args.max_upload_mb,
+        )
     except ValidationError as exc:
         for err in exc.errors():
             print(f"neurocast serve: {err['msg']}", file=sys.stderr)

@@ -1,9 +1,9 @@
 """``neurocast simulate``: write a simulated MEG/EEG recording to a FIF file.
 
 The recording comes from the embedded physics-based simulator
-(:mod:`neurocast.streaming.sources.simulator.simulator`): class blocks and image trials as annotations, EEG in
-volts and MEG in tesla (tesla/metre for gradiometers), and ``info["description"]`` saying
-SIMULATED.
+(:mod:`neurocast.streaming.sources.simulator.simulator`): class blocks and image trials as
+annotations, EEG in volts and MEG in tesla (tesla/metre for gradiometers), and
+``info["description"]`` saying SIMULATED.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from neurocast.clients.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from neurocast.server.frames import SignalFrame
-from neurocast.server.schemas import (
+from neurocast.wire.frames import SignalFrame
+from neurocast.wire.schemas import (
     ALL_OUTPUTS,
     DroppedMessage,
     ErrorMessage,
@@ -53,7 +53,7 @@ def format_message(message: object, clock: Callable[[], float] | None = None) ->
     Parameters
     ----------
     message : object
-        A parsed stream message (:func:`neurocast.clients.client.parse_message`).
+        A parsed stream message (:func:`neurocast.clients.streams.parse_message`).
     clock : callable | None
         The server's monotonic clock when it runs on this machine: the line then includes the
         delivery latency (now minus the result's ``ready_time``).
@@ -121,8 +121,10 @@ def run(args: argparse.Namespace) -> int:
     """Print messages until the session ends, --seconds pass or --count results arrive."""
     import httpx
 
-    from neurocast.clients.client import Client, NeurocastError, quiet_http_log
-    from neurocast.server.config import is_loopback
+    from neurocast.clients.calls import NeurocastError
+    from neurocast.clients.cli.http_log import quiet_http_log
+    from neurocast.clients.client import Client
+    from neurocast.hosts import is_loopback
     from neurocast.streaming.sources.base import local_clock
 
     quiet_http_log(args)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,12 @@ from urllib.parse import quote
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from neurocast.streaming.io import UNSAFE_NAME_CHARS, safe_name
+
 GALLERY_FORMAT = 1
 GALLERY_SUFFIX = ".npz"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 THUMBNAIL_MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
-_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class GalleryError(ValueError):
@@ -53,7 +53,7 @@ def image_id_from_path(relative: Path) -> str:
     ``faces.Annie_1``.
     """
     parts = [*relative.parent.parts, relative.stem]
-    return ".".join(_UNSAFE_ID.sub("_", p) for p in parts if p not in ("", "."))
+    return ".".join(safe_name(p) for p in parts if p not in ("", "."))
 
 
 def make_thumbnail(image: Any, size_px: int = 64, fmt: str = "jpeg") -> bytes:
@@ -173,7 +173,7 @@ class Gallery:
                 f"Gallery has {n} embeddings but {len(ids)} image ids and {len(labels)} labels; "
                 "give one of each per image."
             )
-        bad = [i for i in ids if not i or _UNSAFE_ID.search(i)]
+        bad = [i for i in ids if not i or UNSAFE_NAME_CHARS.search(i)]
         if bad:
             raise GalleryError(
                 f"Image ids must be non-empty and use only letters, digits, '.', '_' and '-'; "
@@ -186,7 +186,7 @@ class Gallery:
             raise GalleryError(f"Gallery has {n} images but {len(thumbnails)} thumbnails.")
         if thumbnail_format not in THUMBNAIL_MEDIA_TYPES:
             raise GalleryError(f"Unknown thumbnail format {thumbnail_format!r}; use jpeg or png.")
-        if not name or _UNSAFE_ID.search(name):
+        if not name or UNSAFE_NAME_CHARS.search(name):
             raise GalleryError(
                 f"Gallery name {name!r} must be non-empty and use only letters, digits, '.', "
                 "'_' and '-' (it appears in URLs)."
@@ -378,7 +378,8 @@ class Gallery:
         """Write the gallery to one ``.npz`` file (no pickled objects); returns its path.
 
         The file holds the arrays ``embeddings`` and ``ids`` (so the simulator reads it as an
-        image set, :func:`neurocast.streaming.sources.simulator.simulator.load_image_set`), ``labels``, the
+        image set, :func:`~neurocast.streaming.sources.simulator.simulator.load_image_set`),
+        ``labels``, the
         thumbnails (``thumbnail_bytes``, ``thumbnail_offsets``), the projection if any, and
         ``meta`` (JSON).
         """

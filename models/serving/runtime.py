@@ -51,7 +51,7 @@ Device = Literal["auto", "cpu", "cuda"]
 
 
 class Gallery(Protocol):
-    """What a retrieval model needs of an image gallery (:mod:`neurocast.models.serving.gallery`)."""
+    """What a retrieval model needs of an image gallery (:mod:`.gallery`)."""
 
     def search(self, embedding: ArrayLike, k: int = 5) -> list[dict[str, Any]]: ...
 

@@ -10,19 +10,16 @@ best epoch's weights are restored.
 
 from __future__ import annotations
 
-import copy
 import logging
-import random
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 from sklearn.metrics import balanced_accuracy_score
-from tqdm.auto import tqdm
 
 from neurocast.models.nets.classifier import (
     MixingInit,
@@ -32,239 +29,19 @@ from neurocast.models.nets.classifier import (
     ScalogramStandardizer,
     SensorMixing,
 )
-from neurocast.models.serving.artifact import InputSpec
-from neurocast.streaming.preprocessing.filters import (
-    PreprocessSpec,
-    fit_robust_scaler,
-    preprocess_array,
+from neurocast.models.serving.artifact import Artifact
+from neurocast.models.serving.schema import (
+    ArtifactMetadata,
+    InputSpec,
+    Metrics,
+    OutputSpec,
+    Provenance,
 )
-from neurocast.streaming.preprocessing.scalogram import morlet_power
-from neurocast.streaming.sources.base import StreamInfo
+from neurocast.models.training.classifier_data import ScalogramWindows
+from neurocast.models.training.export import DEFAULT_ATOL, INPUT_NAME, OUTPUT_NAME, export_artifact
+from neurocast.models.training.loop import TrainingLoop, set_seed
 
 logger = logging.getLogger(__name__)
-
-
-def set_seed(seed: int) -> np.random.Generator:
-    """Seed Python, NumPy and torch; returns a NumPy generator for the caller's own draws."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)
-
-
-def set_threads(n: int | None) -> None:
-    """Make torch use ``n`` intra-op threads from now on (None: leave torch's choice).
-
-    Raises
-    ------
-    ValueError
-        If ``n`` is less than 1.
-    """
-    if n is not None:
-        if n < 1:
-            raise ValueError(f"--threads must be at least 1, got {n}.")
-        torch.set_num_threads(n)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run torch on ``n`` intra-op threads inside the block, restoring the setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@dataclass
-class ScalogramWindows:
-    """Labelled windows cut lazily from continuous scalograms.
-
-    Parameters
-    ----------
-    power : list of array, shape (n_channels, n_freqs, n_columns)
-        One continuous scalogram (power) per recording.
-    recording : array of int, shape (n_windows,)
-        Which entry of ``power`` each window comes from.
-    start : array of int, shape (n_windows,)
-        Column of each window's first time sample.
-    labels : array of int, shape (n_windows,)
-        Class index of each window.
-    groups : array of int, shape (n_windows,)
-        Trial of each window; validation splits keep whole trials together so that
-        overlapping windows of one trial never sit on both sides.
-    n_times : int
-        Time samples per window.
-    """
-
-    power: list[NDArray[np.float32]]
-    recording: NDArray[np.int64]
-    start: NDArray[np.int64]
-    labels: NDArray[np.int64]
-    groups: NDArray[np.int64]
-    n_times: int
-
-    def __post_init__(self) -> None:
-        n = len(self.start)
-        if not (len(self.recording) == len(self.labels) == len(self.groups) == n):
-            raise ValueError("recording, start, labels and groups must have one entry per window.")
-        for r, s in zip(self.recording, self.start, strict=True):
-            if s < 0 or s + self.n_times > self.power[r].shape[-1]:
-                raise ValueError(
-                    f"Window at column {s} of recording {r} runs outside its scalogram "
-                    f"({self.power[r].shape[-1]} columns, windows of {self.n_times})."
-                )
-
-    def __len__(self) -> int:
-        return len(self.start)
-
-    def batch(self, index: NDArray[np.int64]) -> NDArray[np.float32]:
-        """Windows ``index`` stacked as (len(index), n_channels, n_freqs, n_times)."""
-        return np.stack(
-            [
-                self.power[r][..., s : s + self.n_times]
-                for r, s in zip(self.recording[index], self.start[index], strict=True)
-            ]
-        )
-
-    def subset(self, index: NDArray[np.int64]) -> ScalogramWindows:
-        """The windows ``index`` (sharing the same scalograms)."""
-        return ScalogramWindows(
-            self.power,
-            self.recording[index],
-            self.start[index],
-            self.labels[index],
-            self.groups[index],
-            self.n_times,
-        )
-
-
-def preprocess_recording(
-    data: NDArray[np.floating], stream: StreamInfo, spec: InputSpec
-) -> NDArray[np.float32]:
-    """The model's continuous online preprocessing of a whole recording, in batch mode.
-
-    :func:`~neurocast.streaming.preprocessing.filters.preprocess_array` with the model's channels: the
-    same causal filters and resampling as live decoding.
-
-    Parameters
-    ----------
-    data : array, shape (n_channels, n_samples)
-        The recording, channels in the order of ``stream``.
-    stream : StreamInfo
-        Its channel names and rate.
-    spec : InputSpec
-        The model's input.
-
-    Returns
-    -------
-    signal : ndarray, shape (n_model_channels, n_samples_out), float32
-        At ``spec.model_sfreq_hz``.
-    """
-    pre = spec.preprocess.model_copy(update={"picks": spec.ch_names})
-    return preprocess_array(pre, data, stream)
-
-
-def with_signal_scaling(spec: InputSpec, signals: list[NDArray[np.float32]]) -> InputSpec:
-    """``spec`` with robust scaling (median/IQR per channel) fitted on training signals.
-
-    For scalogram models the scaling applies to the continuous signal before the wavelets, so
-    MEG power (tesla²) stays far from float32's limits.
-    """
-    center, scale = fit_robust_scaler(np.concatenate(signals, axis=1))
-    pre = spec.preprocess.model_copy(
-        update={"robust_center": center.tolist(), "robust_scale": scale.tolist()}
-    )
-    return spec.model_copy(update={"preprocess": PreprocessSpec.model_validate(pre.model_dump())})
-
-
-def recording_power(signal: NDArray[np.float32], spec: InputSpec) -> NDArray[np.float32]:
-    """Wavelet power of a preprocessed recording exactly as the stream computes it.
-
-    Applies the spec's robust scaling and then :func:`~neurocast.streaming.preprocessing.scalogram.morlet_power`,
-    as :class:`~neurocast.streaming.preprocessing.scalogram.ScalogramPreprocessor` does live, so training
-    windows equal the windows the decode engine cuts.
-
-    Parameters
-    ----------
-    signal : array, shape (n_model_channels, n_samples)
-        Output of :func:`preprocess_recording`.
-    spec : InputSpec
-        The model's input (``scalogram`` must be set).
-
-    Returns
-    -------
-    power : ndarray, shape (n_model_channels, n_freqs, n_columns), float32
-        Column ``j`` describes the signal at ``j / spec.scalogram.sfreq_out_hz`` seconds.
-    """
-    if spec.scalogram is None:
-        raise ValueError("The input spec has no scalogram: this model reads wavelet power.")
-    pre = spec.preprocess
-    x = np.asarray(signal, dtype=np.float64)
-    if pre.robust_center is not None and pre.robust_scale is not None:
-        x = (x - np.asarray(pre.robust_center)[:, None]) / np.asarray(pre.robust_scale)[:, None]
-    return morlet_power(x, spec.scalogram)
-
-
-def trial_windows(
-    power: list[NDArray[np.float32]],
-    onsets_s: list[NDArray[np.floating]],
-    labels: list[NDArray[np.int64]],
-    spec: InputSpec,
-    *,
-    tmin_s: float,
-    tmax_s: float,
-    stride_s: float,
-) -> ScalogramWindows:
-    """Windows whose last column lies between ``tmin_s`` and ``tmax_s`` after each trial onset.
-
-    Parameters
-    ----------
-    power : list of array, shape (n_channels, n_freqs, n_columns)
-        Continuous scalograms (:func:`recording_power`), one per recording.
-    onsets_s : list of array
-        Trial onsets in seconds since each recording's first sample.
-    labels : list of array of int
-        Trial classes.
-    spec : InputSpec
-        The model's input (window length and scalogram rate).
-    tmin_s, tmax_s : float
-        Range of window ends relative to the onset, in seconds.
-    stride_s : float
-        Step between window ends, in seconds.
-
-    Returns
-    -------
-    windows : ScalogramWindows
-        Groups number trials across all recordings (0, 1, ...), in order.
-    """
-    if spec.scalogram is None:
-        raise ValueError("The input spec has no scalogram: this model reads wavelet power.")
-    if not tmax_s > tmin_s or not stride_s > 0:
-        raise ValueError(
-            f"Need tmin_s < tmax_s and a positive stride, got {tmin_s}, {tmax_s}, {stride_s}."
-        )
-    rate = spec.scalogram.sfreq_out_hz
-    n_times = spec.n_times
-    rec, start, lab, grp = [], [], [], []
-    offsets = np.arange(
-        round(tmin_s * rate), round(tmax_s * rate) + 1, max(1, round(stride_s * rate))
-    )
-    trial = 0
-    for r, (p, on, y) in enumerate(zip(power, onsets_s, labels, strict=True)):
-        for onset, label in zip(np.round(np.asarray(on) * rate).astype(np.int64), y, strict=True):
-            ends = onset + offsets
-            ends = ends[(ends >= n_times) & (ends <= p.shape[-1])]
-            rec += [r] * len(ends)
-            start += (ends - n_times).tolist()
-            lab += [int(label)] * len(ends)
-            grp += [trial] * len(ends)
-            trial += 1
-    as_int = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
-    return ScalogramWindows(
-        list(power), as_int(rec), as_int(start), as_int(lab), as_int(grp), n_times
-    )
 
 
 def build_classifier(
@@ -326,88 +103,6 @@ def build_classifier(
     if isinstance(model.mixing, SensorMixing) and z is not None:
         model.mixing.init_discriminant(z, train.labels)
     return model
-
-
-def split_by_group(
-    labels: NDArray[np.int64], groups: NDArray[np.int64], val_fraction: float, seed: int
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Split windows into training and validation indices by whole trials, per class.
-
-    Parameters
-    ----------
-    labels, groups : array of int, shape (n_windows,)
-        Class and trial of each window (a trial has one class).
-    val_fraction : float
-        Fraction of each class's trials held out (at least one trial per class).
-    seed : int
-        Seed of the shuffle.
-
-    Returns
-    -------
-    train, val : array of int
-        Window indices.
-    """
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
-    rng = np.random.default_rng(seed)
-    val_groups: list[int] = []
-    for c in np.unique(labels):
-        trials = np.unique(groups[labels == c])
-        if len(trials) < 2:
-            raise ValueError(
-                f"Class {c} has {len(trials)} trial(s): a validation split needs at least 2 per "
-                "class. Give more labelled data."
-            )
-        n_val = min(len(trials) - 1, max(1, round(val_fraction * len(trials))))
-        val_groups += rng.permutation(trials)[:n_val].tolist()
-    is_val = np.isin(groups, val_groups)
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
-def split_windows(
-    windows: ScalogramWindows, val_fraction: float, seed: int
-) -> tuple[ScalogramWindows, ScalogramWindows]:
-    """Training and validation windows, split by whole trials per class (:func:`split_by_group`).
-
-    Parameters
-    ----------
-    windows : ScalogramWindows
-        Windows of the training recordings.
-    val_fraction : float
-        Fraction of each class's trials held out for validation.
-    seed : int
-        Seed of the shuffle.
-
-    Returns
-    -------
-    train, val : ScalogramWindows
-        The two subsets.
-    """
-    tr, va = split_by_group(windows.labels, windows.groups, val_fraction, seed)
-    return windows.subset(tr), windows.subset(va)
-
-
-def export_check_inputs(
-    windows: ScalogramWindows, seed: int, n_max: int = 64
-) -> NDArray[np.float32]:
-    """A seeded random sample of held-out windows, in order, for the ONNX-versus-torch check.
-
-    Parameters
-    ----------
-    windows : ScalogramWindows
-        Held-out windows (test, or validation when there is no test data).
-    seed : int
-        Seed of the draw.
-    n_max : int
-        Most windows drawn (all of them when there are fewer).
-
-    Returns
-    -------
-    inputs : array, shape (n, n_channels, n_freqs, n_times)
-        The model inputs of the drawn windows.
-    """
-    rng = np.random.default_rng(seed)
-    return windows.batch(np.sort(rng.choice(len(windows), min(n_max, len(windows)), replace=False)))
 
 
 @dataclass(frozen=True)
@@ -580,9 +275,13 @@ def fit(
             f"Training needs windows on both sides of the split; got {len(train)} training and "
             f"{len(val)} validation windows."
         )
-    rng = set_seed(config.seed)
-    n_classes = model.n_classes
-    weights = _class_weights(train.labels, n_classes)
+    loop = TrainingLoop(
+        max_epochs=config.max_epochs,
+        patience=config.patience,
+        seed=config.seed,
+        progress=config.progress,
+    )
+    weights = _class_weights(train.labels, model.n_classes)
     optimizer = torch.optim.AdamW(
         model.param_groups(config.lr_last_block, config.lr_new),  # type: ignore[arg-type,unused-ignore]
         weight_decay=config.weight_decay,
@@ -590,45 +289,107 @@ def fit(
     n_steps = -(-len(train) // config.batch_size)
     if config.max_steps_per_epoch is not None:
         n_steps = min(n_steps, config.max_steps_per_epoch)
-    best_loss, best_state, best_epoch, best_bacc = np.inf, copy.deepcopy(model.state_dict()), 0, 0.0
-    history: list[dict[str, float]] = []
-    bar = tqdm(
-        total=config.max_epochs * n_steps, desc="training", unit="step", disable=not config.progress
+
+    def run_epoch(epoch: int, rng: np.random.Generator, advance: Callable[[], None]) -> float:
+        order = rng.permutation(len(train))
+        losses = []
+        for step in range(n_steps):
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            x = torch.from_numpy(train.batch(idx))
+            y = torch.from_numpy(train.labels[idx])
+            loss = F.cross_entropy(model(x), y, weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            advance()
+        return float(np.mean(losses))
+
+    def validate() -> tuple[float, dict[str, float]]:
+        loss, bacc = _evaluate(model, val, weights, 2 * config.batch_size)
+        return loss, {"val_balanced_accuracy": bacc}
+
+    result = loop.run(model, run_epoch, validate, steps_per_epoch=n_steps)
+    return TrainResult(
+        result.best_epoch,
+        result.epochs_run,
+        result.best_loss,
+        result.best_figures.get("val_balanced_accuracy", 0.0),
+        result.history,
     )
-    epoch = 0
-    try:
-        for epoch in range(1, config.max_epochs + 1):
-            model.train(True)
-            order = rng.permutation(len(train))
-            losses = []
-            for step in range(n_steps):
-                idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-                x = torch.from_numpy(train.batch(idx))
-                y = torch.from_numpy(train.labels[idx])
-                loss = F.cross_entropy(model(x), y, weight=weights)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-                bar.update(1)
-            val_loss, val_bacc = _evaluate(model, val, weights, 2 * config.batch_size)
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": float(np.mean(losses)),
-                    "val_loss": val_loss,
-                    "val_balanced_accuracy": val_bacc,
-                }
-            )
-            bar.set_postfix(val_loss=f"{val_loss:.3f}", val_bacc=f"{val_bacc:.2f}")
-            if val_loss < best_loss:
-                best_loss, best_epoch, best_bacc = val_loss, epoch, val_bacc
-                best_state = copy.deepcopy(model.state_dict())
-            elif epoch - best_epoch >= config.patience:
-                logger.info("Early stop at epoch %d (best %d)", epoch, best_epoch)
-                break
-    finally:
-        bar.close()
-    model.load_state_dict(best_state)
-    model.train(False)
-    return TrainResult(best_epoch, epoch, float(best_loss), best_bacc, history)
+
+
+def export_classifier(
+    model: torch.nn.Module,
+    path: str | Path,
+    *,
+    check_inputs: NDArray[np.float32],
+    name: str,
+    version: str,
+    input_spec: InputSpec,
+    class_names: list[str],
+    provenance: Provenance,
+    metrics: dict[str, float],
+    metrics_note: str,
+    simulated_training_data: bool,
+    description: str = "",
+    atol: float = DEFAULT_ATOL,
+) -> Artifact:
+    """Export a classifier through :func:`~neurocast.models.training.export.export_artifact`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained classifier (outputs logits).
+    path : path-like
+        The ``.onnx`` file to write.
+    check_inputs : array, shape (n_windows, *input_spec.shape)
+        Real windows (held-out data) on which ONNX and torch must agree within ``atol``.
+    name, version : str
+        The model's name and version.
+    input_spec : InputSpec
+        What the model reads.
+    class_names : list of str
+        Output classes in column order.
+    provenance : Provenance
+        Training data, split, seed and commit.
+    metrics : dict of str to float
+        Measured quality; ``export_max_abs_diff`` is added.
+    metrics_note : str
+        How the metrics were measured.
+    simulated_training_data : bool
+        True when trained on simulated data.
+    description : str
+        Free text.
+    atol : float
+        Tolerance of the ONNX-versus-torch check, in logits.
+
+    Returns
+    -------
+    artifact : Artifact
+        The written, validated artifact.
+
+    Raises
+    ------
+    ExportCheckError
+        If ONNX and torch disagree by more than ``atol``; nothing is written then.
+    """
+    meta = ArtifactMetadata(
+        name=name,
+        version=version,
+        task="classification",
+        input=input_spec,
+        output=OutputSpec(
+            tensor=OUTPUT_NAME,
+            class_names=list(class_names),
+            logits=True,
+            embedding_size=None,
+            sfreq_hz=None,
+        ),
+        provenance=provenance,
+        simulated_training_data=simulated_training_data,
+        metrics=Metrics(values=metrics, note=metrics_note),
+        description=description,
+        content_sha256=None,
+    )
+    return export_artifact(model, path, meta, check_inputs, input_name=INPUT_NAME, atol=atol)

@@ -1,10 +1,11 @@
 """Classifiers trained on the embedded simulator: the shipped demo model and benchmark models.
 
 :func:`train_simulated_classifier` records a continuous SIMULATED stream from
-:class:`~neurocast.streaming.sources.simulator.simulator.Simulator` (class blocks ``rest`` / ``speech`` /
-``motor``), cuts scalogram windows inside the class blocks exactly as the decode engine will,
-trains a :class:`~neurocast.models.nets.classifier.ScalogramClassifier` (validation on held-out
-blocks, early stopping) and measures its balanced accuracy on a second stream of another seed
+:class:`~neurocast.streaming.sources.simulator.simulator.Simulator` (class blocks ``rest`` /
+``speech`` / ``motor``) and runs the classifier recipe
+(:func:`~neurocast.models.training.recipes.classifier.train_classifier`: scalogram windows
+inside the class blocks exactly as the decode engine will cut them, validation on held-out
+blocks, early stopping), measuring its balanced accuracy on a second stream of another seed
 (the same simulated subject) before exporting it. :func:`build_demo_models` writes the small
 model that ships with the package (``models/artifacts/demo-classifier.onnx``; rebuild it with
 ``neurocast train demo``).
@@ -13,36 +14,30 @@ model that ships with the package (``models/artifacts/demo-classifier.onnx``; re
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import mne
 import numpy as np
-from numpy.typing import NDArray
 
-from neurocast.models.serving.artifact import Artifact, InputSpec, Provenance
-from neurocast.models.training.classifier import (
-    ScalogramWindows,
-    TrainConfig,
-    build_classifier,
-    evaluate,
-    export_check_inputs,
-    fit,
-    preprocess_recording,
-    recording_power,
-    split_windows,
-    trial_windows,
-    with_signal_scaling,
+from neurocast.models.serving.artifact import Artifact
+from neurocast.models.serving.schema import InputSpec, Provenance
+from neurocast.models.training.classifier import TrainConfig, export_classifier
+from neurocast.models.training.export import git_commit
+from neurocast.models.training.recipes.classifier import (
+    ClassifierRecipe,
+    LabelledRecording,
+    train_classifier,
 )
-from neurocast.models.training.export import export_classifier, git_commit
-from neurocast.models.training.trials import Trials, find_trials
+from neurocast.models.training.trials import find_trials
 from neurocast.streaming.preprocessing.filters import PreprocessSpec
 from neurocast.streaming.preprocessing.scalogram import ScalogramSpec
 from neurocast.streaming.sources.simulator.simulator import Simulator
 
 logger = logging.getLogger(__name__)
 
-ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
+# the shipped artifacts live in the models package itself, beside serving/ and training/
+ARTIFACT_DIR = Path(__file__).resolve().parents[1] / "artifacts"
 DEMO_CLASSIFIER = "demo-classifier"
 
 
@@ -162,51 +157,43 @@ def train_simulated_classifier(
     """
     config = config or SimulatedClassifierConfig()
     train_sim = Simulator(seed=config.seed)
-    spec = simulated_input_spec(train_sim, config)
     class_names = list(train_sim.class_names)
     event_map = {f"class/{c}": c for c in class_names}
 
-    def recorded(sim: Simulator, seconds: float) -> tuple[NDArray[np.float32], Trials]:
+    def recorded(sim: Simulator, seconds: float) -> LabelledRecording:
         raw = sim.simulate_raw(seconds)
+        trials = find_trials(raw, event_map)
         data = raw.get_data().astype(np.float32)
-        return preprocess_recording(data, sim.stream_info, spec), find_trials(raw, event_map)
-
-    def windows_of(
-        signal: NDArray[np.float32], trials: Trials, stride_s: float
-    ) -> ScalogramWindows:
-        return trial_windows(
-            [recording_power(signal, spec)],
-            [trials.onsets / trials.sfreq],
-            [trials.labels],
-            spec,
-            tmin_s=config.tmin_s,
-            tmax_s=config.tmax_s,
-            stride_s=stride_s,
-        )
+        return LabelledRecording(data, sim.stream_info, trials.onsets / trials.sfreq, trials.labels)
 
     logger.info("Simulating %g s of training stream (SIMULATED data)", config.train_s)
-    signal, trials = recorded(train_sim, config.train_s)
-    spec = with_signal_scaling(spec, [signal])
-    windows = windows_of(signal, trials, config.train_stride_s)
-    train, val = split_windows(windows, config.val_fraction, config.seed)
-    model = build_classifier(
-        train,
-        len(class_names),
+    recipe = ClassifierRecipe(
+        tmin_s=config.tmin_s,
+        tmax_s=config.tmax_s,
+        train_stride_s=config.train_stride_s,
+        val_fraction=config.val_fraction,
         backbone=config.backbone,
         pretrained=config.pretrained,
         input_size=config.input_size,
         compact_width=config.compact_width,
+        train=config.train,
         seed=config.seed,
     )
-    result = fit(model, train, val, replace(config.train, seed=config.seed))
-    test = windows_of(*recorded(Simulator(seed=config.seed + 1), config.test_s), spec.stride_s)
-    scores = evaluate(model, test)
+    trained = train_classifier(
+        simulated_input_spec(train_sim, config),
+        [recorded(train_sim, config.train_s)],
+        len(class_names),
+        recipe,
+        [recorded(Simulator(seed=config.seed + 1), config.test_s)],
+    )
+    scores, spec = trained.scores, trained.spec
     logger.info("Held-out simulated stream: %s", scores)
     settings = {k: v for k, v in asdict(config).items() if k != "train"}
+    n_train, n_val = (len(np.unique(w.groups)) for w in (trained.train, trained.val))
     return export_classifier(
-        model,
+        trained.model,
         path,
-        check_inputs=export_check_inputs(test, config.seed),
+        check_inputs=trained.check_inputs(config.seed),
         name=name,
         version=version,
         input_spec=spec,
@@ -218,7 +205,7 @@ def train_simulated_classifier(
             ),
             split=(
                 f"train/validation: class blocks of the seed-{config.seed} stream "
-                f"({len(np.unique(train.groups))}/{len(np.unique(val.groups))} blocks); test: "
+                f"({n_train}/{n_val} blocks); test: "
                 f"a separate {config.test_s:g} s stream of seed {config.seed + 1}"
             ),
             seed=config.seed,
@@ -227,8 +214,8 @@ def train_simulated_classifier(
         metrics={
             "test_window_balanced_accuracy": scores["window_balanced_accuracy"],
             "test_block_balanced_accuracy": scores["trial_balanced_accuracy"],
-            "val_window_balanced_accuracy": result.val_balanced_accuracy,
-            "best_epoch": float(result.best_epoch),
+            "val_window_balanced_accuracy": trained.result.val_balanced_accuracy,
+            "best_epoch": float(trained.result.best_epoch),
             "chance_balanced_accuracy": 1.0 / len(class_names),
         },
         metrics_note=(

@@ -1,10 +1,11 @@
-"""Export a trained torch classifier to an ONNX artifact, checked against torch.
+"""Export a trained torch model to an ONNX artifact, checked against torch.
 
 :func:`export_onnx` traces the model with ``torch.onnx.export`` (dynamic batch dimension);
-:func:`check_onnx` runs the exported graph in ONNX Runtime on real windows and compares it with
+:func:`check_onnx` runs the exported graph in ONNX Runtime on real inputs and compares it with
 torch, failing loudly (:class:`ExportCheckError`) when the largest absolute difference exceeds
-the tolerance (1e-4 by default); :func:`export_classifier` does both and writes the artifact
-with its metadata (:mod:`neurocast.models.serving.artifact`), the measured difference included.
+the tolerance (1e-4 by default); :func:`export_artifact`, the one export path of every model
+family, does both and writes the artifact with its metadata
+(:mod:`neurocast.models.serving.schema`), the measured difference included.
 """
 
 from __future__ import annotations
@@ -21,15 +22,8 @@ import onnxruntime as ort
 import torch
 from numpy.typing import NDArray
 
-from neurocast.models.serving.artifact import (
-    Artifact,
-    ArtifactMetadata,
-    InputSpec,
-    Metrics,
-    OutputSpec,
-    Provenance,
-    save_artifact,
-)
+from neurocast.models.serving.artifact import Artifact, save_artifact
+from neurocast.models.serving.schema import ArtifactMetadata, Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -162,85 +156,66 @@ def git_commit(path: str | Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def export_classifier(
+def finite_figures(values: dict[str, float] | None) -> dict[str, float]:
+    """The figures that artifact metadata can hold: non-finite ones (not measured) left out."""
+    return {k: float(v) for k, v in (values or {}).items() if np.isfinite(v)}
+
+
+def export_artifact(
     model: torch.nn.Module,
     path: str | Path,
+    metadata: ArtifactMetadata,
+    check_inputs: NDArray[np.floating],
     *,
-    check_inputs: NDArray[np.float32],
-    name: str,
-    version: str,
-    input_spec: InputSpec,
-    class_names: list[str],
-    provenance: Provenance,
-    metrics: dict[str, float],
-    metrics_note: str,
-    simulated_training_data: bool,
-    description: str = "",
+    input_name: str = INPUT_NAME,
     atol: float = DEFAULT_ATOL,
 ) -> Artifact:
-    """Export a classifier, check it against torch and write the artifact.
+    """Export a model to ONNX, check the graph against torch and write the artifact.
 
     Parameters
     ----------
     model : torch.nn.Module
-        The trained classifier (outputs logits).
+        The model as exported (evaluation mode is set here).
     path : path-like
         The ``.onnx`` file to write.
-    check_inputs : array, shape (n_windows, *input_spec.shape)
-        Real windows (held-out data) on which ONNX and torch must agree within ``atol``.
-    name, version : str
-        The model's name and version.
-    input_spec : InputSpec
-        What the model reads.
-    class_names : list of str
-        Output classes in column order.
-    provenance : Provenance
-        Training data, split, seed and commit.
-    metrics : dict of str to float
-        Measured quality; ``export_max_abs_diff`` is added.
-    metrics_note : str
-        How the metrics were measured.
-    simulated_training_data : bool
-        True when trained on simulated data.
-    description : str
-        Free text.
+    metadata : ArtifactMetadata
+        Everything stored with the graph; its output tensor (``metadata.output.tensor``, or
+        ``logits``) names the graph's output. Non-finite metrics (not measured) are left out
+        and ``export_max_abs_diff`` is added.
+    check_inputs : array, shape (n_inputs, *metadata.input.shape)
+        Held-out model inputs on which ONNX and torch must agree within ``atol``; the first
+        two also trace the graph.
+    input_name : str
+        Name of the graph's input tensor.
     atol : float
-        Tolerance of the ONNX-versus-torch check.
+        Largest absolute difference allowed between the ONNX and the torch output, in the
+        output's units.
 
     Returns
     -------
     artifact : Artifact
-        The written, validated artifact.
+        The artifact as :func:`~neurocast.models.serving.artifact.save_artifact` wrote and
+        validated it.
 
     Raises
     ------
+    ValueError
+        If the check inputs do not have the shape the input spec describes.
     ExportCheckError
-        If ONNX and torch disagree by more than ``atol``; nothing is written then.
+        If an output is not finite or the largest difference exceeds ``atol``
+        (:func:`check_onnx`); no file is written then.
     """
-    if tuple(check_inputs.shape[1:]) != input_spec.shape:
+    inputs = np.ascontiguousarray(check_inputs, dtype=np.float32)
+    if tuple(inputs.shape[1:]) != metadata.input.shape:
         raise ValueError(
-            f"check_inputs have shape {check_inputs.shape[1:]} per window, the input spec "
-            f"says {input_spec.shape}."
+            f"check_inputs have shape {inputs.shape[1:]} per window, the input spec "
+            f"says {metadata.input.shape}."
         )
-    proto = export_onnx(model, torch.from_numpy(np.ascontiguousarray(check_inputs[:2])))
-    diff = check_onnx(proto, model, check_inputs, atol=atol)
-    logger.info("ONNX matches torch on %d windows (max abs diff %.2e)", len(check_inputs), diff)
-    meta = ArtifactMetadata(
-        name=name,
-        version=version,
-        task="classification",
-        input=input_spec,
-        output=OutputSpec(
-            tensor=OUTPUT_NAME,
-            class_names=list(class_names),
-            logits=True,
-            embedding_size=None,
-            sfreq_hz=None,
-        ),
-        provenance=provenance,
-        simulated_training_data=simulated_training_data,
-        metrics=Metrics(values={**metrics, "export_max_abs_diff": diff}, note=metrics_note),
-        description=description,
-        content_sha256=None,
-    )
-    return save_artifact(proto, meta, path)
+    output_name = metadata.output.tensor or OUTPUT_NAME
+    example = torch.from_numpy(inputs[:2])
+    proto = export_onnx(model, example, input_name=input_name, output_name=output_name)
+    diff = check_onnx(proto, model, inputs, atol=atol)
+    logger.info("ONNX matches torch on %d inputs (max abs diff %.2e)", len(inputs), diff)
+    values = {**finite_figures(metadata.metrics.values), "export_max_abs_diff": diff}
+    metrics = Metrics(values=values, note=metadata.metrics.note)
+    return save_artifact(proto, metadata.model_copy(update={"metrics": metrics}), path)

@@ -2,11 +2,12 @@
 
 Both models learn from simultaneous EEG and MEG segments (:mod:`.translation_data`: simulated
 training data, continuous preprocessing, common EEG scale). The ridge baseline
-(:class:`RidgeTranslator`) maps each sample's average-referenced EEG onto every MEG channel,
-fitted on the samples of the same windows the network (:class:`.translator.EEGToMEGUNet`)
-learns from; :func:`fit_translator` fits both. :func:`export_translator` writes either as a
-translation artifact that outputs MEG in tesla and tesla/metre. Scoring is in
-:mod:`.translation_scoring`.
+(:class:`~.translation_ridge.RidgeTranslator`) maps each sample's average-referenced EEG onto every
+MEG channel, fitted on the samples of the same windows the network
+(:class:`~neurocast.models.nets.translator.EEGToMEGUNet`) learns from; :func:`fit_translator`
+fits both.
+:func:`export_translator` writes either as a translation artifact that outputs MEG in tesla and
+tesla/metre. Scoring is in :mod:`.translation_scoring`.
 """
 
 from __future__ import annotations
@@ -20,18 +21,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from numpy.typing import ArrayLike, NDArray
-from tqdm.auto import tqdm
+import torch.nn.functional as F
+from numpy.typing import NDArray
 
 from neurocast.models.nets.translator import (
     EEGToMEGUNet,
-    LinearTranslator,
     ScaledTranslator,
     TranslatorConfig,
 )
-from neurocast.models.serving.artifact import Artifact, InputSpec, OutputSpec
-from neurocast.models.training.checked_export import export_checked
-from neurocast.models.training.classifier import set_seed, torch_threads
+from neurocast.models.serving.artifact import Artifact
+from neurocast.models.serving.schema import (
+    ArtifactMetadata,
+    InputSpec,
+    Metrics,
+    OutputSpec,
+    Provenance,
+)
+from neurocast.models.training.export import export_artifact, git_commit
+from neurocast.models.training.loop import TrainingLoop, torch_threads
 from neurocast.models.training.translation_data import (
     SimultaneousSegment,
     TranslationScaling,
@@ -39,125 +46,11 @@ from neurocast.models.training.translation_data import (
     model_inputs,
     standardized,
 )
+from neurocast.models.training.translation_ridge import RidgeTranslator
 from neurocast.streaming.preprocessing.filters import PreprocessSpec
-from neurocast.streaming.sources.simulator.simulator import SIMULATED_TAG
+from neurocast.streaming.sources.base import SIMULATED_TAG
 
 logger = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- ridge
-
-
-class RidgeTranslator:
-    """Linear EEG→MEG baseline: ridge regression from each sample's EEG to every MEG channel.
-
-    The EEG is average-referenced first (as in the network); an intercept is fitted. The
-    regularisation, one value for all MEG channels, is relative to the mean eigenvalue of the
-    EEG covariance (so it does not depend on units) and is chosen on validation data from
-    *other* recordings or simulated subjects: leave-one-out on the training samples would
-    favour too little regularisation, neighbouring samples of a time series being alike.
-
-    Parameters
-    ----------
-    alphas : sequence of float
-        Candidate relative regularisation strengths.
-    """
-
-    def __init__(self, alphas: Sequence[float] = tuple(np.logspace(-6, 1, 15))) -> None:
-        if not len(alphas) or min(alphas) < 0:
-            raise ValueError("alphas must be a non-empty sequence of non-negative values.")
-        self.alphas = tuple(float(a) for a in alphas)
-        self.alpha: float | None = None
-        self.weight: NDArray[np.float64] | None = None
-        self.bias: NDArray[np.float64] | None = None
-        self.val_mse: dict[float, float] = {}
-
-    @staticmethod
-    def _design(x: ArrayLike, name: str) -> NDArray[np.float64]:
-        """(n_eeg, n_samples) → average-referenced, still (n_eeg, n_samples)."""
-        arr = np.asarray(x, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape[0] < 2:
-            raise ValueError(f"{name} must be (n_eeg >= 2, n_samples), got shape {arr.shape}.")
-        return arr - arr.mean(axis=0, keepdims=True)
-
-    def fit(
-        self,
-        x: ArrayLike,
-        y: ArrayLike,
-        x_val: ArrayLike | None = None,
-        y_val: ArrayLike | None = None,
-    ) -> RidgeTranslator:
-        """Fit on EEG ``x`` (n_eeg, n_samples) and MEG ``y`` (n_meg, n_samples).
-
-        ``x_val`` and ``y_val`` (validation EEG and MEG) choose the regularisation; they are
-        required when more than one candidate is given.
-        """
-        xa = np.asarray(x)
-        ya = np.asarray(y)
-        if xa.ndim != 2 or xa.shape[0] < 2:
-            raise ValueError(f"x must be (n_eeg >= 2, n_samples), got shape {xa.shape}.")
-        if ya.ndim != 2 or ya.shape[1] != xa.shape[1]:
-            raise ValueError(
-                f"y must be (n_meg, {xa.shape[1]}) like x's samples, got shape {ya.shape}."
-            )
-        # means, then cross-products accumulated over blocks: float64 sums without a float64
-        # copy of the (large) MEG array
-        mx = xa.mean(axis=1, dtype=np.float64)[:, None]
-        mx -= mx.mean()  # the time mean of the average-referenced EEG
-        my = ya.mean(axis=1, dtype=np.float64)[:, None]
-        gram = np.zeros((xa.shape[0], xa.shape[0]))
-        cross = np.zeros((ya.shape[0], xa.shape[0]))
-        for a in range(0, xa.shape[1], 8192):
-            xb = self._design(xa[:, a : a + 8192], "x") - mx
-            yb = ya[:, a : a + 8192].astype(np.float64) - my
-            gram += xb @ xb.T
-            cross += yb @ xb.T
-        unit = np.trace(gram) / len(gram)
-        evals, evecs = np.linalg.eigh(gram)
-        proj = cross @ evecs  # solutions for every alpha share the eigenbasis
-
-        def solve(alpha: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-            w = (proj / (evals + alpha * unit)) @ evecs.T
-            return w, (my - w @ mx).ravel()
-
-        if x_val is None or y_val is None:
-            if len(self.alphas) > 1:
-                raise ValueError(
-                    "Choosing among several alphas needs validation data (x_val, y_val)."
-                )
-            self.alpha = self.alphas[0]
-        else:
-            xv = self._design(x_val, "x_val")
-            yv = np.asarray(y_val, dtype=np.float64)
-            if yv.shape != (ya.shape[0], xv.shape[1]):
-                raise ValueError(
-                    f"y_val must be ({ya.shape[0]}, {xv.shape[1]}), got shape {yv.shape}."
-                )
-            for alpha in self.alphas:
-                w, b = solve(alpha)
-                self.val_mse[alpha] = float(np.mean((w @ xv + b[:, None] - yv) ** 2))
-            self.alpha = min(self.val_mse, key=self.val_mse.__getitem__)
-        self.weight, self.bias = solve(self.alpha)
-        return self
-
-    def predict(self, x: ArrayLike) -> NDArray[np.float32]:
-        """MEG (n_meg, n_samples) for EEG ``x`` (n_eeg, n_samples), or batches of them."""
-        if self.weight is None or self.bias is None:
-            raise RuntimeError("Fit the ridge translator before predicting.")
-        arr = np.asarray(x, dtype=np.float64)
-        if arr.ndim < 2 or arr.shape[-2] != self.weight.shape[1]:
-            raise ValueError(
-                f"x must be (..., {self.weight.shape[1]} EEG channels, n_samples), got {arr.shape}."
-            )
-        arr = arr - arr.mean(axis=-2, keepdims=True)
-        out = np.einsum("me,...et->...mt", self.weight, arr) + self.bias[:, None]
-        return out.astype(np.float32)
-
-    def module(self) -> LinearTranslator:
-        """The fitted map as a torch module (for export)."""
-        if self.weight is None or self.bias is None:
-            raise RuntimeError("Fit the ridge translator before exporting it.")
-        return LinearTranslator(self.weight, self.bias)
 
 
 # --------------------------------------------------------------------------- training
@@ -372,7 +265,13 @@ def _fit(
     progress: bool,
 ) -> TranslationModel:
     first = train[0]
-    rng = set_seed(tc.seed)
+    # an "epoch" of the loop is the eval_every steps between two validations
+    n_rounds = -(-tc.max_steps // tc.eval_every)
+    loop = TrainingLoop(
+        max_epochs=n_rounds, patience=tc.patience, seed=tc.seed, progress=progress,
+        desc="translator",
+    )  # fmt: skip
+    rng = loop.rng
     scaling = TranslationScaling.fit(train)
     spec = window.model_spec(first.eeg_names, scaling.eeg_scale)
     tr = [standardized(s, spec, scaling) for s in train]
@@ -380,19 +279,7 @@ def _fit(
     draw = WindowDraw([x for x, _ in tr], [y for _, y in tr], window.n_times)
     val_draw = WindowDraw([x for x, _ in va], [y for _, y in va], window.n_times)
     val_x, val_y = val_draw.batch(val_draw.starts(tc.n_val_windows, rng))
-
-    # the ridge sees the samples of training windows drawn the same way; the validation
-    # subjects choose its regularisation
-    n_fit = max(1, min(tc.max_ridge_samples, draw.n_samples) // window.n_times)
-    rx, ry = draw.batch(draw.starts(n_fit, rng))
-    ridge = RidgeTranslator().fit(
-        np.concatenate(list(rx), axis=1),
-        np.concatenate(list(ry), axis=1),
-        np.concatenate(list(val_x), axis=1),
-        np.concatenate(list(val_y), axis=1),
-    )
-    logger.info("ridge baseline: relative alpha %.3g", ridge.alpha)
-
+    ridge = _fit_ridge(draw, val_x, val_y, window, tc, rng)
     net = EEGToMEGUNet(cfg)
     if tc.init_from_ridge:
         assert ridge.weight is not None and ridge.bias is not None
@@ -401,39 +288,27 @@ def _fit(
     vx, vy = torch.from_numpy(val_x), torch.from_numpy(val_y)
     ridge_val = float(np.mean((ridge.predict(val_x) - val_y) ** 2))
 
-    def val_loss() -> float:
-        net.eval()
+    def validate() -> tuple[float, dict[str, float]]:
         with torch.no_grad():
-            return float(torch.nn.functional.mse_loss(net(vx), vy))
+            return float(F.mse_loss(net(vx), vy)), {"val_loss_ridge": ridge_val}
 
-    best, best_state, bad, history = val_loss(), copy.deepcopy(net.state_dict()), 0, []
-    history.append({"step": 0.0, "train_loss": float("nan"), "val_loss": best,
-                    "val_loss_ridge": ridge_val})  # fmt: skip
-    running: list[float] = []
-    bar = tqdm(range(1, tc.max_steps + 1), desc="translator", disable=not progress)
-    for step in bar:
-        net.train()
-        x, y = draw.batch(draw.starts(tc.batch_size, rng))
-        loss = torch.nn.functional.mse_loss(net(torch.from_numpy(x)), torch.from_numpy(y))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        running.append(float(loss.detach()))
-        if step % tc.eval_every and step != tc.max_steps:
-            continue
-        v = val_loss()
-        history.append({"step": float(step), "train_loss": float(np.mean(running)),
-                        "val_loss": v, "val_loss_ridge": ridge_val})  # fmt: skip
+    def run_round(r: int, rng: np.random.Generator, advance: Callable[[], None]) -> float:
         running = []
-        bar.set_postfix(val=f"{v:.4f}", ridge=f"{ridge_val:.4f}")
-        if v < best:
-            best, best_state, bad = v, copy.deepcopy(net.state_dict()), 0
-        else:
-            bad += 1
-            if bad >= tc.patience:
-                break
-    net.load_state_dict(best_state)
-    net.eval()
+        for _ in range((r - 1) * tc.eval_every, min(r * tc.eval_every, tc.max_steps)):
+            x, y = draw.batch(draw.starts(tc.batch_size, rng))
+            loss = F.mse_loss(net(torch.from_numpy(x)), torch.from_numpy(y))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            running.append(float(loss.detach()))
+            advance()
+        return float(np.mean(running))
+
+    result = loop.run(net, run_round, validate, steps_per_epoch=tc.eval_every, validate_first=True)
+    history = [
+        {"step": float(min(h.pop("epoch") * tc.eval_every, tc.max_steps)), **h}
+        for h in result.history
+    ]
     return TranslationModel(
         net=net,
         ridge=ridge,
@@ -446,6 +321,27 @@ def _fit(
         history=history,
         trained_on=f"{SIMULATED_TAG}: {len(train)} simulated subjects; {train[0].description}",
     )
+
+
+def _fit_ridge(
+    draw: WindowDraw,
+    val_x: NDArray[np.float32],
+    val_y: NDArray[np.float32],
+    window: TranslationWindow,
+    tc: TranslatorTrainConfig,
+    rng: np.random.Generator,
+) -> RidgeTranslator:
+    """The ridge baseline on samples of training windows; validation subjects choose alpha."""
+    n_fit = max(1, min(tc.max_ridge_samples, draw.n_samples) // window.n_times)
+    rx, ry = draw.batch(draw.starts(n_fit, rng))
+    ridge = RidgeTranslator().fit(
+        np.concatenate(list(rx), axis=1),
+        np.concatenate(list(ry), axis=1),
+        np.concatenate(list(val_x), axis=1),
+        np.concatenate(list(val_y), axis=1),
+    )
+    logger.info("ridge baseline: relative alpha %.3g", ridge.alpha)
+    return ridge
 
 
 # --------------------------------------------------------------------------- export
@@ -544,17 +440,11 @@ def export_translator(
         # its initial states are zeros shaped from the input here, and check_onnx runs the
         # graph at other batch sizes (the runtime then uses batches of one)
         warnings.filterwarnings("ignore", message=".*LSTM.*", category=UserWarning)
-        return export_checked(
-            model.scaled_module(which),
-            path,
-            check_inputs=check_windows(model, check_segment),
-            input_name="eeg",
-            output_name="meg",
-            atol=rtol * float(model.scaling.meg_scale.max()),
+        meta = ArtifactMetadata(
             name=name,
             version=version,
             task="translation",
-            input_spec=InputSpec(
+            input=InputSpec(
                 ch_names=list(model.eeg_names),
                 ch_types=["eeg"] * len(model.eeg_names),
                 sfreq_hz=float(stream_sfreq),
@@ -564,23 +454,22 @@ def export_translator(
                 preprocess=model.spec,
                 scalogram=None,
             ),
-            output_spec=OutputSpec(
+            output=OutputSpec(
                 tensor="meg",
-                class_names=None,
-                embedding_size=None,
-                gallery=None,
                 ch_names=list(model.meg_names),
                 ch_types=list(model.meg_types),
                 sfreq_hz=w.sfreq_hz,
             ),
-            trained_on=model.trained_on,
-            split="training and validation on different simulated subjects (subject_seed); "
-            "scores on further held-out simulated subjects and on real recordings never used "
-            "in training",
-            seed=seed,
+            provenance=Provenance(
+                data=model.trained_on,
+                split="training and validation on different simulated subjects (subject_seed); "
+                "scores on further held-out simulated subjects and on real recordings never "
+                "used in training",
+                seed=seed,
+                git_commit=git_commit(),
+            ),
             simulated_training_data=True,
-            metrics=metrics,
-            metrics_note=metrics_note,
+            metrics=Metrics(values=metrics or {}, note=metrics_note),
             description=(
                 ("U-Net with Bi-LSTM bottleneck" if which == "net" else "Ridge regression")
                 + f" translating {len(model.eeg_names)} EEG channels into "
@@ -588,4 +477,12 @@ def export_translator(
                 f"{w.sfreq_hz:g} Hz); each window gives the MEG of its last {w.n_window} "
                 "samples. Trained on SIMULATED simultaneous EEG/MEG."
             ),
+        )
+        return export_artifact(
+            model.scaled_module(which),
+            path,
+            meta,
+            check_windows(model, check_segment),
+            input_name="eeg",
+            atol=rtol * float(model.scaling.meg_scale.max()),
         )

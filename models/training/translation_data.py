@@ -2,7 +2,8 @@
 
 Simultaneous EEG and MEG exist in public data only as seconds (``../shared/data/meg_eeg``):
 enough to judge a translator, not to train one. Training data therefore come from the
-physics-based simulator (:mod:`neurocast.streaming.sources.simulator.simulator`): current dipoles projected
+physics-based simulator (:mod:`neurocast.streaming.sources.simulator.simulator`): current dipoles
+projected
 through MNE forward models onto the EEG electrodes and MEG coils at once, so both modalities
 show the same sources at the same time. Two geometries are supported:
 
@@ -18,7 +19,8 @@ that the map learned is not that of one dipole configuration; held-out simulatio
 subjects never seen in training.
 
 Both modalities go through the same continuous preprocessing as a live stream
-(:func:`~neurocast.streaming.preprocessing.filters.preprocess_array`: resampling and a causal band-pass),
+(:func:`~neurocast.streaming.preprocessing.filters.preprocess_array`: resampling and a causal
+band-pass),
 so phase delays are identical in EEG and MEG. The model's input is the EEG divided by one
 common scale (:class:`TranslationScaling`; so the average reference inside the models stays
 an average reference) and clipped; its output is MEG in tesla and tesla/metre.
@@ -237,7 +239,8 @@ def simulate_segments(
     seconds : float
         Length of each segment before the settling time is dropped.
     cache_dir : path-like | None
-        Forward-solution cache (see :func:`neurocast.streaming.sources.simulator.geometry.forward_gain`).
+        Forward-solution cache (see
+        :func:`neurocast.streaming.sources.simulator.geometry.forward_gain`).
     progress : bool
         Show a progress bar.
 

@@ -1,47 +1,20 @@
 """Labelled trials from annotated recordings, for training decoders and for benchmarks.
 
 A recording (anything :func:`mne.io.read_raw` reads) carries its trials as annotations, e.g.
-``T1``/``T2`` in the PhysioNet EEG Motor Movement/Imagery files. :func:`read_recording` loads
-one (optionally fixing EEGBCI channel names and montage) and :func:`find_trials` turns the
-annotations named in an event map into trial onsets and class labels.
+``T1``/``T2`` in the PhysioNet EEG Motor Movement/Imagery files.
+:func:`~neurocast.streaming.io.read_recording` loads one (optionally fixing EEGBCI channel names
+and montage) and :func:`find_trials` turns the annotations named in an event map into trial
+onsets and class labels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import mne
 import numpy as np
 from numpy.typing import NDArray
-
-
-def read_recording(path: str | Path, *, eegbci: bool = False) -> mne.io.BaseRaw:
-    """Read a recording into memory.
-
-    Parameters
-    ----------
-    path : path-like
-        Any file :func:`mne.io.read_raw` reads (EDF, FIF, BrainVision, EEGLAB, ...).
-    eegbci : bool
-        The file is from the PhysioNet EEG Motor Movement/Imagery dataset: standardise its
-        channel names with :func:`mne.datasets.eegbci.standardize` and set the
-        ``standard_1005`` montage.
-
-    Returns
-    -------
-    raw : mne.io.BaseRaw
-        The preloaded recording.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Recording {path} does not exist.")
-    raw = mne.io.read_raw(path, preload=True, verbose="error")
-    if eegbci:
-        mne.datasets.eegbci.standardize(raw)
-        raw.set_montage("standard_1005", verbose="error")
-    return raw
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,10 @@
-"""What the routers share: the token-protected router and the documented error responses."""
+"""What the routers share: the documented error responses."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
-
-from neurocast.server.deps import require_token
-from neurocast.server.schemas import ErrorResponse
+from neurocast.wire.schemas import ErrorResponse
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -18,19 +15,3 @@ def error(status_code: int, description: str) -> Responses:
 
 
 AUTH: Responses = error(401, "Missing or wrong bearer token.")
-
-
-def protected_router(tag: str) -> APIRouter:
-    """A router whose every route needs the bearer token and documents the 401 answer.
-
-    Parameters
-    ----------
-    tag : str
-        The OpenAPI tag grouping the router's routes.
-
-    Returns
-    -------
-    router : APIRouter
-        Routes added to it refuse a request without ``Authorization: Bearer <token>``.
-    """
-    return APIRouter(tags=[tag], dependencies=[Depends(require_token)], responses=AUTH)

@@ -1,37 +1,28 @@
-"""``POST /v1/decode`` and ``/v1/jobs``: batch decoding of saved recordings."""
+"""``POST /v1/decode``: start batch-decoding a recording (the job is then under ``/v1/jobs``)."""
 
 from __future__ import annotations
 
-import asyncio
-import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
+from neurocast.server.data_root import resolve_under_root
 from neurocast.server.deps import StateDep
-from neurocast.server.errors import ApiError, resolve_under_root
-from neurocast.server.jobs import Job, RecordingError, check_models, read_header, stream_of
-from neurocast.server.routers.common import error, protected_router
-from neurocast.server.schemas import JobList, JobResults, JobStatus, ResultFormat
-from neurocast.server.tables import to_json, to_npz, to_parquet
+from neurocast.server.errors import ApiError
+from neurocast.server.routers.common import error
+from neurocast.streaming.io import safe_name
+from neurocast.wire.schemas import JobStatus
 
-router = protected_router("batch decoding")
+router = APIRouter(tags=["batch decoding"])
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _COPY_CHUNK = 1 << 20
-_NOT_FOUND = error(404, "No job with this id.")
-MEDIA_TYPES = {
-    "json": "application/json",
-    "npz": "application/x-npz",
-    "parquet": "application/vnd.apache.parquet",
-}
 
 
 def _safe_name(filename: str | None) -> str:
-    name = _UNSAFE.sub("_", Path(filename or "").name).lstrip(".")
+    name = safe_name(Path(filename or "").name).lstrip(".")
     if not name or "." not in name:
         raise ApiError(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -43,6 +34,7 @@ def _safe_name(filename: str | None) -> str:
 
 
 async def _save_upload(upload: UploadFile) -> tuple[Path, Path]:
+    """The upload copied into a new temporary folder: the file and the folder."""
     name = _safe_name(upload.filename)
     tmpdir = Path(tempfile.mkdtemp(prefix="neurocast-upload-"))
     target = tmpdir / name
@@ -60,7 +52,7 @@ async def _save_upload(upload: UploadFile) -> tuple[Path, Path]:
 
 
 @router.post(
-    "/v1/decode",
+    "/decode",
     response_model=JobStatus,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Batch-decode a recording",
@@ -98,7 +90,6 @@ async def decode(
             "one_input_needed",
             "Send exactly one of 'file' (an upload) or 'path' (a file under the data root).",
         )
-    window_models = await asyncio.to_thread(state.registry.window_models, models)
     cleanup: Path | None = None
     if file is not None:
         target, cleanup = await _save_upload(file)
@@ -107,111 +98,6 @@ async def decode(
         assert path is not None
         target = resolve_under_root(state.settings.data_root, path)
         display = path
-    try:
-        raw = await asyncio.to_thread(read_header, target)
-        stream = stream_of(raw, target)
-        check_models(stream, window_models)
-    except RecordingError as exc:
-        if cleanup is not None:
-            shutil.rmtree(cleanup, ignore_errors=True)
-        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "unreadable_file", str(exc)) from None
-    job = Job(
-        target,
-        display,
-        window_models,
-        list(models),
-        stride_s,
-        n_samples=raw.n_times,
-        sfreq=raw.info["sfreq"],
-        simulated=stream.simulated,
-        cleanup=cleanup,
-    )
-    state.jobs.submit(job)
+    job = await state.jobs.create(target, display, models, stride_s, cleanup)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return job.status()
-
-
-@router.get("/v1/jobs", response_model=JobList, summary="List jobs")
-def list_jobs(state: StateDep) -> JobList:
-    """The jobs kept on this server, newest last."""
-    return JobList(jobs=[j.status() for j in list(state.jobs.jobs.values())])
-
-
-@router.get(
-    "/v1/jobs/{job_id}", response_model=JobStatus, summary="A job's progress", responses=_NOT_FOUND
-)
-async def get_job(
-    job_id: str,
-    state: StateDep,
-    wait_s: Annotated[
-        float,
-        Query(
-            ge=0,
-            le=60,
-            description="Long poll: answer as soon as the job has finished, or after this "
-            "many seconds.",
-        ),
-    ] = 0.0,
-) -> JobStatus:
-    """State, progress and, once done, the URLs of the results."""
-    job = state.jobs.get(job_id)
-    if wait_s > 0:
-        await job.wait(wait_s)
-    return job.status()
-
-
-@router.get(
-    "/v1/jobs/{job_id}/results",
-    response_model=JobResults,
-    summary="A finished job's results",
-    responses={
-        200: {
-            "content": {
-                "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
-                "application/vnd.apache.parquet": {
-                    "schema": {"type": "string", "format": "binary"}
-                },
-            },
-            "description": "JSON (default), NPZ or Parquet, as `format` asks.",
-        },
-        **error(409, "The job has not finished."),
-        **_NOT_FOUND,
-    },
-)
-async def job_results(
-    job_id: str,
-    state: StateDep,
-    format: Annotated[ResultFormat, Query(description="json, npz or parquet")] = "json",
-) -> Response:
-    """The decoded windows: one record per model and window (see the README for the layout)."""
-    job = state.jobs.get(job_id)
-    if job.state != "done":
-        raise ApiError(
-            status.HTTP_409_CONFLICT,
-            "job_not_done",
-            f"Job {job_id} is {job.state}"
-            + (f" ({job.error})" if job.error else "")
-            + "; results exist once its status is done.",
-        )
-    if format == "json":
-        body: bytes | str = await asyncio.to_thread(to_json, job.results, job.id, job.simulated)
-    elif format == "npz":
-        body = await asyncio.to_thread(to_npz, job.results, job.simulated)
-    else:
-        body = await asyncio.to_thread(to_parquet, job.results, job.simulated)
-    headers = {}
-    if format != "json":
-        headers["Content-Disposition"] = f'attachment; filename="{job.id}.{format}"'
-    return Response(body, media_type=MEDIA_TYPES[format], headers=headers)
-
-
-@router.delete(
-    "/v1/jobs/{job_id}",
-    response_model=JobStatus,
-    summary="Cancel and forget a job",
-    responses=_NOT_FOUND,
-)
-def delete_job(job_id: str, state: StateDep) -> JobStatus:
-    """Stop a running job (between windows) and free its results."""
-    job = state.jobs.delete(job_id)
     return job.status()

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from neurocast.server.deps import StateDep, require_token
 from neurocast.server.routers.common import AUTH
-from neurocast.server.schemas import Health
+from neurocast.wire.schemas import Health
 
 router = APIRouter(tags=["health"])
 
@@ -28,7 +28,7 @@ def health(state: StateDep) -> Health:
     return Health(
         version=_version(),
         uptime_s=time.monotonic() - state.started_at,
-        sessions=len(state.sessions.sessions),
+        sessions=len(state.sessions),
         models=len(state.registry.ids()),
         auth=state.settings.effective_token is not None,
     )

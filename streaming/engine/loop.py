@@ -30,15 +30,22 @@ class LoopStats:
     latency_p50_ms: dict[str, float]
     latency_p99_ms: dict[str, float]
     error: str | None
+    skipped_by_reason: dict[str, int]
+    clock_ahead_ms: float
+    """How far the source clock ran ahead of the local one over the recent windows (the most
+    negative acquisition latency, as a positive number; 0 when it never did)."""
 
 
 class DecodeLoop:
     """Runs a source and a set of models live.
 
     The acquisition thread reads chunks into the engine's ring buffer as fast as the source
-    delivers them; the decode thread wakes when a window is due and decodes the newest due
-    window only, so it never falls behind. Results go to ``sink`` from the decode thread; the
-    sink must not block (the WebSocket hub hands them to per-client bounded queues).
+    delivers them; the decode thread wakes when a window is due and decodes every due window
+    in order, skipping (and counting) only the windows that waited longer than ``max_lag_s``
+    beyond their delivery: a source delivering 1 s blocks is decoded window for window, a
+    decoder that cannot keep up skips and never falls further behind. Results go to ``sink``
+    from the decode thread, one window at a time; the sink must not block (the WebSocket hub
+    hands them to per-client bounded queues).
 
     Parameters
     ----------
@@ -50,6 +57,8 @@ class DecodeLoop:
         Called with every :class:`~neurocast.streaming.engine.results.Result`.
     stride_s : float
         Time between window ends in seconds.
+    max_lag_s : float
+        Latency budget in seconds (see :mod:`neurocast.streaming.engine.budget`).
     """
 
     def __init__(
@@ -59,11 +68,13 @@ class DecodeLoop:
         sink: ResultSink,
         *,
         stride_s: float = 0.025,
+        max_lag_s: float = 0.25,
     ) -> None:
         self.source = source
         self.models = list(models)
         self.sink = sink
         self.stride_s = stride_s
+        self.max_lag_s = max_lag_s
         self.engine: DecodeEngine | None = None
         self.error: str | None = None
         self._stop = threading.Event()
@@ -89,7 +100,9 @@ class DecodeLoop:
         """
         stream = self.source.open()
         try:
-            self.engine = DecodeEngine(stream, self.models, stride_s=self.stride_s)
+            self.engine = DecodeEngine(
+                stream, self.models, stride_s=self.stride_s, max_lag_s=self.max_lag_s
+            )
         except Exception:
             self.source.close()
             raise
@@ -142,19 +155,24 @@ class DecodeLoop:
             while not self._stop.is_set():
                 if not engine.ring.wait_for(engine.clock.next_end, timeout=0.2):
                     continue
-                for result in engine.decode_due(newest_only=True):
-                    lat = result.latency
-                    self._lat["acquisition_ms"].append(lat.acquisition_ms)
-                    self._lat["preprocessing_ms"].append(lat.preprocessing_ms)
-                    self._lat["inference_ms"].append(lat.inference_ms)
-                    self._lat["total_ms"].append(
-                        lat.acquisition_ms + lat.preprocessing_ms + lat.inference_ms
-                    )
-                    self.sink(result)
+                while not self._stop.is_set():
+                    results = engine.decode_next()
+                    if results is None:
+                        break
+                    for result in results:
+                        self._record(result)
+                        self.sink(result)
         except Exception as exc:
             logger.exception("Decoding failed")
             self.error = f"{type(exc).__name__}: {exc}"
             self._stop.set()
+
+    def _record(self, result: Result) -> None:
+        lat = result.latency
+        self._lat["acquisition_ms"].append(lat.acquisition_ms)
+        self._lat["preprocessing_ms"].append(lat.preprocessing_ms)
+        self._lat["inference_ms"].append(lat.inference_ms)
+        self._lat["total_ms"].append(lat.acquisition_ms + lat.preprocessing_ms + lat.inference_ms)
 
     def stats(self) -> LoopStats:
         """Counters and latency percentiles so far."""
@@ -181,4 +199,6 @@ class DecodeLoop:
             latency_p50_ms=p50,
             latency_p99_ms=p99,
             error=self.error,
+            skipped_by_reason=dict(clock.skipped_by_reason) if clock else {},
+            clock_ahead_ms=max(0.0, -min(self._lat["acquisition_ms"], default=0.0)),
         )

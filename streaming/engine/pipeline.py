@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from neurocast.streaming.engine.budget import LatencyBudget
 from neurocast.streaming.engine.results import Latency, Result, ResultKind
 from neurocast.streaming.engine.ring import NotEnoughDataError, RingBuffer, first_backstep
 from neurocast.streaming.engine.windows import DecodeClock, WindowSamples, WindowSpec
@@ -113,7 +114,16 @@ class DecodeEngine:
     live : bool
         True when chunks arrive from a live source: acquisition latency is then measured
         from each window's last sample to decoding. False for batch decoding, where it is 0.
+    max_lag_s : float | None
+        Live decoding's latency budget in seconds (see :mod:`.budget`): :meth:`decode_next`
+        skips the due windows that waited longer than this beyond their delivery. None
+        decodes every window however late.
     """
+
+    CLOCK_AHEAD_TOLERANCE_MS = 1.0
+    """A window whose last sample is stamped later than this after the local clock at decode
+    time carries the ``clock_ahead`` issue: the source clock (after LSL's clock correction)
+    runs ahead of ours, and the acquisition latency is negative by that much."""
 
     def __init__(
         self,
@@ -123,6 +133,7 @@ class DecodeEngine:
         stride_s: float = 0.025,
         capacity_s: float = 30.0,
         live: bool = True,
+        max_lag_s: float | None = None,
     ) -> None:
         if not models:
             raise ValueError("A decode engine needs at least one model.")
@@ -139,12 +150,64 @@ class DecodeEngine:
         self._last_finite = np.zeros(stream.n_channels, dtype=np.float32)
         self.clock_offset = 0.0
         self.live = live
+        if max_lag_s is not None and max_lag_s >= self.ring.capacity / stream.sfreq:
+            raise ValueError(
+                f"max_lag_s={max_lag_s} s is longer than the {self.ring.capacity / stream.sfreq} "
+                "s of history the ring buffer holds; choose a shorter budget or a larger "
+                "capacity_s."
+            )
+        self.budget = LatencyBudget(max_lag_s) if max_lag_s is not None else None
 
     def write(self, chunk: Chunk) -> None:
         """Store a chunk from the source (validated by the ring buffer)."""
         self.ring.write(chunk.data, chunk.timestamps)
         self.clock_offset = chunk.clock_offset
         self._markers.extend(chunk.markers)
+        if self.budget is not None and len(chunk.timestamps):
+            ts = chunk.timestamps
+            self.budget.observe(
+                float(ts[0]), float(ts[-1]), len(ts), self.stream.sfreq, chunk.receipt_time
+            )
+
+    def decode_next(self) -> list[Result] | None:
+        """Decode the oldest due window within the latency budget (live decoding).
+
+        Due windows older than the budget are skipped and counted (reason ``over_budget``);
+        the newest due window is always decoded, so decoding moves on even when one window
+        takes longer than the budget.
+
+        Returns
+        -------
+        results : list of Result | None
+            One per model for the decoded window (empty while a model's first window is not
+            complete), or None when no window is due.
+        """
+        n = self.ring.n_written
+        newest = self.clock.newest_due(n)
+        if newest is None:
+            return None
+        not_before = 0
+        if self.budget is not None:
+            t_min = self.budget.oldest_in_budget(local_clock())
+            not_before = self._first_end_from(t_min, self.clock.next_end, newest)
+        due = self.clock.take_oldest(n, not_before=not_before)
+        assert due is not None
+        return self._decode(*due)
+
+    def _first_end_from(self, t_min: float, lo: int, hi: int) -> int:
+        """Smallest window end in ``lo..hi`` (stride steps) whose last sample is at ``t_min``
+        or later; ``hi`` when none is."""
+        stride = self.clock.samples.stride
+        oldest_held = self.ring.n_written - self.ring.capacity + 1
+        a, b = 0, (hi - lo) // stride
+        while a < b:
+            m = (a + b) // 2
+            end = lo + m * stride
+            if end - 1 >= oldest_held and self.ring.timestamp(end - 1) >= t_min:
+                b = m
+            else:
+                a = m + 1
+        return lo + a * stride
 
     def decode_due(self, *, newest_only: bool = True) -> list[Result]:
         """Decode the due window(s).
@@ -178,9 +241,9 @@ class DecodeEngine:
         self._feed_until(end)
         t_fed = local_clock()
         t_end = self.ring.timestamp(end - 1)
-        acquisition_ms = (
-            max(0.0, (t_start - (t_end + self.clock_offset)) * 1e3) if self.live else 0.0
-        )
+        # never clamped: a negative value is a source clock running ahead of ours
+        acquisition_ms = (t_start - (t_end + self.clock_offset)) * 1e3 if self.live else 0.0
+        clock_ahead = acquisition_ms < -self.CLOCK_AHEAD_TOLERANCE_MS
         results = []
         for state in self.states:
             t0 = time.perf_counter()
@@ -193,7 +256,11 @@ class DecodeEngine:
             t1 = time.perf_counter()
             payload = state.model.run(x)
             t2 = time.perf_counter()
-            issues = raw_issues + [i.kind for i in window.issues]
+            # each kind once per window, in order of appearance
+            issues = list(dict.fromkeys(raw_issues + [i.kind for i in window.issues]))
+            valid = not issues
+            if clock_ahead:
+                issues.append("clock_ahead")  # a timing note: the samples themselves are fine
             results.append(
                 Result(
                     kind=state.model.kind,
@@ -201,7 +268,7 @@ class DecodeEngine:
                     window_end=end,
                     t_window_end=t_end,
                     payload=payload,
-                    valid=not issues,
+                    valid=valid,
                     issues=issues,
                     skipped=skipped,
                     simulated=self.stream.simulated,
@@ -212,6 +279,7 @@ class DecodeEngine:
                     ),
                     markers=self._markers_between(end - state.source_span, end, t_end),
                     ready_time=local_clock(),
+                    clock_offset=self.clock_offset,
                 )
             )
         return results

@@ -19,7 +19,9 @@ class Latency:
     acquisition_ms : float
         From the window's last sample being produced (source clock mapped to the local clock)
         to the start of preprocessing: transport plus time waiting for the decode clock.
-        Zero for batch decoding, where it has no meaning.
+        Negative when the source clock runs ahead of the local clock (never clamped; the
+        result then carries the ``clock_ahead`` issue). Zero for batch decoding, where it has
+        no meaning.
     preprocessing_ms : float
         Online preprocessing of the new samples and the per-window steps.
     inference_ms : float
@@ -55,9 +57,12 @@ class Result:
     valid : bool
         False when the window spans NaN/inf samples, a gap or a clock jump.
     issues : list of str
-        Why the window is not valid (empty when it is).
+        Each kind of problem once: why the window is not valid (``non_finite``, ``gap``,
+        ``clock_jump_backward`` ...), and timing notes that do not invalidate it
+        (``clock_ahead``: the source clock runs ahead of the local one).
     skipped : int
-        Windows skipped just before this one because decoding fell behind.
+        Windows skipped just before this one because decoding could not keep up (they were
+        older than the latency budget).
     simulated : bool
         True when the stream comes from the simulator.
     latency : Latency
@@ -66,6 +71,9 @@ class Result:
         Events whose time falls inside the window.
     ready_time : float
         Local clock when the result was ready (used to measure delivery).
+    clock_offset : float
+        Add to ``t_window_end`` to get the local clock (LSL's ``time_correction``; 0 when the
+        source stamps with the local clock).
     """
 
     kind: ResultKind
@@ -80,3 +88,4 @@ class Result:
     latency: Latency = field(default_factory=Latency)
     markers: list[Marker] = field(default_factory=list)
     ready_time: float = 0.0
+    clock_offset: float = 0.0

@@ -73,7 +73,8 @@ class Window:
     Attributes
     ----------
     data : ndarray, shape (n_channels, n_samples), float32
-        A copy of the samples, in the stream's unit (volts or tesla for MEG/EEG).
+        A copy of the samples, in the stream's unit (volts or tesla for MEG/EEG): the
+        transposed view of a time-major copy (Fortran-ordered).
     timestamps : ndarray, shape (n_samples,), float64
         Source-clock time of each sample in seconds.
     start : int
@@ -104,7 +105,7 @@ class Window:
 
 
 class RingBuffer:
-    """Fixed-capacity buffer of ``(n_channels, capacity)`` float32 samples.
+    """Fixed-capacity buffer of float32 samples, stored time-major.
 
     Parameters
     ----------
@@ -123,6 +124,12 @@ class RingBuffer:
 
     Notes
     -----
+    Layout: samples are stored ``(capacity, n_channels)``, as devices deliver them, so a write
+    and a window read are one or two contiguous copies; a window 25 ms after the previous one
+    reads a few contiguous cache lines per sample instead of one strided row per channel,
+    which is what makes a paced read (cold caches) cheap. Windows are handed out as
+    ``(n_channels, n_samples)`` views of that copy.
+
     Thread safety: one writer and many readers. The writer announces how far it is about to
     write before touching the arrays and publishes the new sample count only after the samples
     are in place; a reader copies, then checks against the announced count that the writer did
@@ -152,7 +159,7 @@ class RingBuffer:
         self.sfreq = float(sfreq)
         self._gap_s = gap_factor / self.sfreq
         self._jump_s = float(jump_s)
-        self._data = np.zeros((self.n_channels, self.capacity), dtype=np.float32)
+        self._data = np.zeros((self.capacity, self.n_channels), dtype=np.float32)
         self._times = np.zeros(self.capacity, dtype=np.float64)
         self._n_written = 0  # published total; only the writer changes it
         self._n_reserved = 0  # total once the write in progress is done (>= _n_written)
@@ -248,10 +255,10 @@ class RingBuffer:
         self._n_reserved = self._n_written + n  # before any sample is overwritten
         m = arr.shape[0]
         first = min(m, self.capacity - start)
-        self._data[:, start : start + first] = arr[:first].T
+        self._data[start : start + first] = arr[:first]
         self._times[start : start + first] = ts[:first]
         if first < m:
-            self._data[:, : m - first] = arr[first:].T
+            self._data[: m - first] = arr[first:]
             self._times[: m - first] = ts[first:]
         with self._cond:
             self._n_written += n
@@ -416,14 +423,14 @@ class RingBuffer:
                 f"Samples {start}..{stop} requested but only {written} have been written "
                 f"({n} samples = {n / self.sfreq * 1e3:.1f} ms are needed); wait for more data."
             )
-        data = np.empty((self.n_channels, n), dtype=np.float32)
+        data = np.empty((n, self.n_channels), dtype=np.float32)
         times = np.empty(n, dtype=np.float64)
         a = start % self.capacity
         first = min(n, self.capacity - a)
-        data[:, :first] = self._data[:, a : a + first]
+        data[:first] = self._data[a : a + first]
         times[:first] = self._times[a : a + first]
         if first < n:
-            data[:, first:] = self._data[:, : n - first]
+            data[first:] = self._data[: n - first]
             times[first:] = self._times[: n - first]
         # The writer may have lapped us while we copied: anything older than
         # n_reserved - capacity may have been (or be being) overwritten.
@@ -432,7 +439,7 @@ class RingBuffer:
                 f"Samples from index {start} were overwritten while being read; the buffer "
                 f"({self.capacity} samples) is too small for this reader's pace."
             )
-        return Window(data, times, start, self.issues_between(start, stop))
+        return Window(data.T, times, start, self.issues_between(start, stop))
 
     def timestamp(self, index: int) -> float:
         """Timestamp in seconds of the sample at absolute ``index`` (must still be held)."""

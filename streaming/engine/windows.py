@@ -69,11 +69,11 @@ class WindowSamples:
 
 
 class DecodeClock:
-    """Chooses the next window to decode and counts the ones skipped.
+    """Chooses the next window to decode and counts the ones skipped, with the reason.
 
-    When decoding is slower than the stride, several window ends become due at once; only the
-    newest is decoded and the others are counted as skipped, so the decoder never falls behind
-    and nothing queues.
+    Two policies: :meth:`take_oldest` decodes every due window in order and skips only the ones
+    the caller says are too old (live decoding within a latency budget); :meth:`take` decodes
+    only the newest due window and skips the others.
     """
 
     def __init__(self, samples: WindowSamples) -> None:
@@ -81,6 +81,50 @@ class DecodeClock:
         self.last_end: int | None = None
         self.n_decoded = 0
         self.n_skipped = 0
+        self.skipped_by_reason: dict[str, int] = {}
+
+    def _advance(self, end: int, skipped: int, reason: str) -> tuple[int, int]:
+        self.last_end = end
+        self.n_decoded += 1
+        if skipped:
+            self.n_skipped += skipped
+            self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + skipped
+        return end, skipped
+
+    def newest_due(self, n_written: int) -> int | None:
+        """The newest window end due once ``n_written`` samples exist (None: nothing due)."""
+        nxt = self.next_end
+        if n_written < nxt:
+            return None
+        return nxt + (n_written - nxt) // self.samples.stride * self.samples.stride
+
+    def take_oldest(
+        self, n_written: int, *, not_before: int = 0, reason: str = "over_budget"
+    ) -> tuple[int, int] | None:
+        """Take the oldest due window end that ends at or after ``not_before``.
+
+        Parameters
+        ----------
+        n_written : int
+            Samples written to the stream so far.
+        not_before : int
+            Due window ends below this (exclusive sample index) are skipped; the newest due
+            window is always taken, so decoding moves on even when it is over the budget.
+        reason : str
+            Counted in :attr:`skipped_by_reason` for the skipped windows.
+
+        Returns
+        -------
+        due : tuple of (int, int) | None
+            ``(end, skipped)``, or None when no window is due yet.
+        """
+        newest = self.newest_due(n_written)
+        if newest is None:
+            return None
+        nxt, stride = self.next_end, self.samples.stride
+        end = nxt + max(0, -(-(not_before - nxt) // stride)) * stride
+        end = min(end, newest)
+        return self._advance(end, (end - nxt) // stride, reason)
 
     @property
     def next_end(self) -> int:
@@ -103,13 +147,7 @@ class DecodeClock:
             ``(end, skipped)``: the window end to decode now and how many due windows before it
             are skipped; None when no window is due yet.
         """
-        nxt = self.next_end
-        if n_written < nxt:
+        end = self.newest_due(n_written)
+        if end is None:
             return None
-        stride = self.samples.stride
-        end = nxt + (n_written - nxt) // stride * stride
-        skipped = (end - nxt) // stride
-        self.last_end = end
-        self.n_decoded += 1
-        self.n_skipped += skipped
-        return end, skipped
+        return self._advance(end, (end - self.next_end) // self.samples.stride, "newest_only")

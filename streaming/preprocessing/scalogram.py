@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import itertools
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mne.time_frequency import morlet
@@ -68,7 +68,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from scipy import fft as sp_fft
 from threadpoolctl import ThreadpoolController
 
-from neurocast.streaming.engine.pipeline import OnlinePreprocessor
+if TYPE_CHECKING:
+    # only an annotation: the engine imports preprocessing, not the other way round
+    from neurocast.streaming.engine.pipeline import OnlinePreprocessor
 
 # Consecutive frequencies share one matrix product per FFT bin while the shorter wavelet spans
 # at least this fraction of the group's partitions (the rest are multiplications by zero).

@@ -1,15 +1,16 @@
 """Saved recordings replayed as live streams, and players that publish them.
 
-:class:`ReplaySource` reads anything :func:`~.readers.read_recording` reads (FIF, EDF/BDF,
-BrainVision, EEGLAB, CTF, BTi/4D, KIT, FieldTrip MAT, ...) and releases it chunk by chunk at
-real speed times ``spec.speed``, looping if asked, with the file's annotations and stim-channel
-events as markers. :class:`LSLPlayer` and :class:`FieldTripPlayer` publish such a replay as an
-LSL outlet (plus a marker outlet) or into a FieldTrip buffer (``neurocast replay``).
+:class:`ReplaySource` reads anything :func:`~neurocast.streaming.io.read_recording` reads
+(FIF, EDF/BDF, BrainVision, EEGLAB, CTF, BTi/4D, KIT, FieldTrip MAT, ...) and releases it
+chunk by chunk at real speed times ``spec.speed``, looping if asked, with the file's
+annotations and stim-channel events as markers. :class:`LSLPlayer` and
+:class:`FieldTripPlayer` publish such a replay as an LSL outlet (plus a marker outlet) or into
+a FieldTrip buffer (``neurocast replay``).
 
 Honest timestamps
 -----------------
 Sample ``i`` (counted from the start of the replay, across loops) is due at local time
-``t0 + i / (sfreq * speed)``, where ``t0`` is :func:`~.source.local_clock` when the source
+``t0 + i / (sfreq * speed)``, where ``t0`` is :func:`~.base.local_clock` when the source
 was opened. A chunk is released only once its last sample is due, never earlier, so no sample
 is ever delivered before its time. The source clock runs at recording speed,
 ``timestamp = t0 + i / sfreq`` (so windows and gap checks see the file's true sampling rate),
@@ -30,12 +31,10 @@ from pathlib import Path
 import mne
 import numpy as np
 import pylsl
-from mne.io.constants import FIFF
 from numpy.typing import NDArray
 
-from neurocast.streaming.io import read_recording
+from neurocast.streaming.io import is_simulated, read_recording
 from neurocast.streaming.sources.base import (
-    SIMULATED_TAG,
     Chunk,
     Marker,
     SourceError,
@@ -44,6 +43,8 @@ from neurocast.streaming.sources.base import (
     local_clock,
     require_open,
 )
+from neurocast.streaming.sources.fieldtrip.writer import FieldTripWriter
+from neurocast.streaming.sources.lsl.channels import lsl_stream_info
 from neurocast.streaming.sources.specs import ReplaySpec
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ _OUTLET_BUFFER_S = 10  # an LSL outlet holds at most this much for a slow inlet
 
 
 def open_recording(path: str | Path) -> mne.io.BaseRaw:
-    """Open a recording for replay, with a :class:`~.source.SourceError` saying why not.
+    """Open a recording for replay, with a :class:`~.base.SourceError` saying why not.
 
     Raises
     ------
@@ -162,11 +163,10 @@ class ReplaySource:
             self._status = "failed"
             raise
         self._raw = raw
-        description = raw.info["description"] or ""
         self._info = StreamInfo(
             name=path.name,
             info=raw.info.copy(),
-            simulated=description.startswith(SIMULATED_TAG),
+            simulated=is_simulated(raw.info),
             source_id=f"replay:{path.resolve()}",
         )
         self._next = 0
@@ -284,46 +284,6 @@ def _due_chunks(source: ReplaySource, stop: threading.Event) -> Iterator[Chunk]:
             yield chunk
         elif source.status == "stopped":
             return
-
-
-def _unit(ch: dict) -> str:
-    return {FIFF.FIFF_UNIT_V: "V", FIFF.FIFF_UNIT_T: "T", FIFF.FIFF_UNIT_T_M: "T/m"}.get(
-        int(ch["unit"]), "none"
-    )
-
-
-def lsl_stream_info(stream: StreamInfo, name: str, source_id: str) -> pylsl.StreamInfo:
-    """An LSL description of a stream: channel labels, MNE types, SI units and positions.
-
-    Positions go to ``channel/location`` in millimetres (the XDF convention) when known; a
-    simulated stream says ``<simulated>true</simulated>``. :func:`.lsl.describe_channels`
-    reads all of it back.
-    """
-    info = stream.info
-    has_meg = any(t in ("mag", "grad") for t in info.get_channel_types())
-    out = pylsl.StreamInfo(
-        name,
-        "MEG" if has_meg else "EEG",
-        len(info["ch_names"]),
-        info["sfreq"],
-        "float32",
-        source_id,
-    )
-    channels = out.desc().append_child("channels")
-    for ch, ch_type in zip(info["chs"], info.get_channel_types(), strict=True):
-        c = channels.append_child("channel")
-        c.append_child_value("label", ch["ch_name"])
-        c.append_child_value("type", ch_type)
-        c.append_child_value("unit", _unit(ch))
-        pos = np.asarray(ch["loc"][:3], dtype=float)
-        if np.isfinite(pos).all() and pos.any():
-            loc = c.append_child("location")
-            for axis, v in zip("XYZ", pos * 1e3, strict=True):
-                loc.append_child_value(axis, f"{v:.6g}")
-    if stream.simulated:
-        out.desc().append_child_value("simulated", "true")
-    out.desc().append_child("acquisition").append_child_value("manufacturer", "neurocast replay")
-    return out
 
 
 class LSLPlayer:
@@ -444,10 +404,6 @@ class FieldTripPlayer:
         FieldTripConnectionError
             If the buffer server cannot be reached.
         """
-        from neurocast.streaming.sources.fieldtrip.source import (
-            FieldTripWriter,  # the socket client is only needed here
-        )
-
         stop = stop or threading.Event()
         stream = self.source.open()
         try:

@@ -1,7 +1,8 @@
 """Typed source specifications shared by the command line and the REST API.
 
-A spec is plain data (``{"kind": "lsl", "name": "MyEEG"}``); :func:`open_source` turns it into
-an unopened :class:`~neurocast.streaming.sources.base.Source`.
+A spec is plain data (``{"kind": "lsl", "name": "MyEEG"}``);
+:func:`~neurocast.streaming.sources.open.open_source` turns it into an unopened source. This
+module imports no source, so that every source can import its own spec.
 """
 
 from __future__ import annotations
@@ -10,15 +11,13 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from neurocast.streaming.sources.base import Source
-
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class SimulatorSpec(_Spec):
-    """The embedded physics-based simulator (see :mod:`.simulate`)."""
+    """The embedded physics-based simulator (see :mod:`.simulator`)."""
 
     kind: Literal["simulator"] = "simulator"
     seed: int = Field(0, description="Random seed: the same seed gives the same stream.")
@@ -147,22 +146,3 @@ class ReplaySpec(_Spec):
 SourceSpec = Annotated[
     SimulatorSpec | LSLSpec | FieldTripSpec | ReplaySpec, Field(discriminator="kind")
 ]
-
-
-def open_source(spec: SourceSpec) -> Source:
-    """Build the (unopened) source a spec describes."""
-    if isinstance(spec, SimulatorSpec):
-        from neurocast.streaming.sources.simulator.simulator import SimulatorSource
-
-        return SimulatorSource(spec)
-    if isinstance(spec, LSLSpec):
-        from neurocast.streaming.sources.lsl import LSLSource
-
-        return LSLSource(spec)
-    if isinstance(spec, FieldTripSpec):
-        from neurocast.streaming.sources.fieldtrip.source import FieldTripSource
-
-        return FieldTripSource(spec)
-    from neurocast.streaming.sources.replay import ReplaySource
-
-    return ReplaySource(spec)

@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from neurocast.clients.cli.train.command import run_training
+from neurocast.clients.cli.train.common import run_training
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +62,10 @@ def _train_align(args: argparse.Namespace) -> str:
     import numpy as np
     from numpy.typing import NDArray
 
-    from neurocast.models.training.align import (
-        AlignedEpochs,
-        AlignTrainConfig,
-        evaluate_aligned,
-        export_encoder,
-        fit_aligned,
-        simulate_aligned_epochs,
-    )
-    from neurocast.streaming.sources.simulator.simulator import default_image_set, load_image_set
+    from neurocast.models.training.align import AlignTrainConfig, export_encoder, fit_aligned
+    from neurocast.models.training.align_data import AlignedEpochs, simulate_aligned_epochs
+    from neurocast.models.training.align_eval import evaluate_aligned
+    from neurocast.streaming.sources.simulator.images import default_image_set, load_image_set
     from neurocast.streaming.sources.specs import SimulatorSpec
 
     if args.repeats < 2 or args.test_repeats < 2:

@@ -14,14 +14,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from neurocast.clients.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from neurocast.clients.cli.exit_codes import EXIT_OK, EXIT_USAGE
+from neurocast.clients.cli.train.common import run_training
+
+if TYPE_CHECKING:
+    import mne
+
+    from neurocast.models.serving.schema import InputSpec
 
 logger = logging.getLogger(__name__)
 
-# further ``train`` subcommands, each from its own module neurocast.clients.train_<name>
+# further ``train`` subcommands, each from its own module neurocast.clients.cli.train.<name>
 TRAIN_COMMANDS: list[str] = ["translator", "align", "retrieval"]
 
 
@@ -145,40 +151,10 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_demo)
 
 
-def run_training(train: Callable[[], str]) -> int:
-    """Run a training command's work and turn its errors into exit codes.
-
-    Parameters
-    ----------
-    train : callable
-        Trains and exports; returns the line printed on success.
-
-    Returns
-    -------
-    code : int
-        ``EXIT_OK``; ``EXIT_USAGE`` when the input is wrong (missing file, bad value, invalid
-        artifact); ``EXIT_FAILURE`` when the exported graph does not reproduce the trained
-        model. The error is logged.
-    """
-    from neurocast.models.serving.artifact import ArtifactError
-    from neurocast.models.training.export import ExportCheckError
-
-    try:
-        summary = train()
-    except (FileNotFoundError, ValueError, ArtifactError) as exc:
-        logger.error("%s", exc)
-        return EXIT_USAGE
-    except ExportCheckError as exc:
-        logger.error("%s", exc)
-        return EXIT_FAILURE
-    print(summary)
-    return EXIT_OK
-
-
 def run_demo(args: argparse.Namespace) -> int:
     """Rebuild the demo artifacts."""
-    from neurocast.models.training.classifier import set_threads
     from neurocast.models.training.demo import ARTIFACT_DIR, build_demo_models
+    from neurocast.models.training.loop import set_threads
 
     try:
         set_threads(args.threads)
@@ -201,55 +177,29 @@ def run_classifier(args: argparse.Namespace) -> int:
     return run_training(lambda: _train_classifier(args))
 
 
-def _train_classifier(args: argparse.Namespace) -> str:
-    """Train, score and export the classifier; returns the summary line."""
+def _classifier_spec(args: argparse.Namespace, info: mne.Info) -> InputSpec:
+    """The classifier's input from the command line: channels of ``info``, wavelets, window."""
+    import mne
     import numpy as np
-    from numpy.typing import NDArray
 
-    from neurocast.models.serving.artifact import InputSpec, Provenance
-    from neurocast.models.training.classifier import (
-        ScalogramWindows,
-        TrainConfig,
-        build_classifier,
-        evaluate,
-        export_check_inputs,
-        fit,
-        preprocess_recording,
-        recording_power,
-        set_threads,
-        split_windows,
-        trial_windows,
-        with_signal_scaling,
-    )
-    from neurocast.models.training.export import export_classifier, git_commit
-    from neurocast.models.training.trials import Trials, find_trials, read_recording
+    from neurocast.models.serving.schema import InputSpec
     from neurocast.streaming.preprocessing.filters import PreprocessSpec
     from neurocast.streaming.preprocessing.scalogram import ScalogramSpec
-    from neurocast.streaming.sources.base import StreamInfo
 
-    event_map = dict(args.event)
-    set_threads(args.threads)
     if args.fmin <= 0 or args.fmax <= args.fmin or args.n_freqs < 1:
         raise ValueError(
             f"Need 0 < --fmin < --fmax and --n-freqs >= 1, got {args.fmin}, {args.fmax}, "
             f"{args.n_freqs}."
         )
-    raws = [read_recording(p, eegbci=args.eegbci) for p in args.data]
-    tests = [read_recording(p, eegbci=args.eegbci) for p in args.test_data]
-    first = raws[0]
-    import mne
-
-    picks = mne.pick_types(first.info, meg=True, eeg=True, exclude="bads")
+    picks = mne.pick_types(info, meg=True, eeg=True, exclude="bads")
     if not len(picks):
         raise ValueError(f"{args.data[0]} has no EEG or MEG channels to decode.")
-    ch_names = [first.ch_names[i] for i in picks]
-    ch_types = [mne.channel_type(first.info, i) for i in picks]
-    sfreq = float(first.info["sfreq"])
-    rate = args.resample_hz or sfreq
+    ch_names = [info["ch_names"][i] for i in picks]
+    sfreq = float(info["sfreq"])
     freqs = np.geomspace(args.fmin, args.fmax, args.n_freqs)
-    spec = InputSpec(
+    return InputSpec(
         ch_names=ch_names,
-        ch_types=ch_types,
+        ch_types=[mne.channel_type(info, i) for i in picks],
         sfreq_hz=sfreq,
         window_s=args.window_ms / 1e3,
         context_s=args.context_ms / 1e3,
@@ -262,82 +212,80 @@ def _train_classifier(args: argparse.Namespace) -> str:
             line_freq_hz=args.line_freq,
         ),
         scalogram=ScalogramSpec(
-            sfreq_hz=rate,
+            sfreq_hz=args.resample_hz or sfreq,
             freqs_hz=freqs.tolist(),
             n_cycles=(args.cycles_per_hz * freqs).tolist(),
             decim=args.decim,
         ),
     )
 
-    def recorded(
-        recordings: list[mne.io.BaseRaw],
-    ) -> tuple[list[NDArray[np.float32]], list[Trials]]:
-        signals, trials = [], []
-        for raw in recordings:
-            trials.append(find_trials(raw, event_map))
-            stream = StreamInfo(name=str(raw.filenames[0]), info=raw.info)
-            data = raw.get_data().astype(np.float32)
-            signals.append(preprocess_recording(data, stream, spec))
-        return signals, trials
 
-    def windows_of(
-        signals: list[NDArray[np.float32]], trials: list[Trials], stride_s: float
-    ) -> ScalogramWindows:
-        return trial_windows(
-            [recording_power(x, spec) for x in signals],
-            [t.onsets / t.sfreq for t in trials],
-            [t.labels for t in trials],
-            spec,
-            tmin_s=args.tmin,
-            tmax_s=args.tmax,
-            stride_s=stride_s,
+def _train_classifier(args: argparse.Namespace) -> str:
+    """Train, score and export the classifier; returns the summary line."""
+    import numpy as np
+
+    from neurocast.models.serving.schema import Provenance
+    from neurocast.models.training.classifier import TrainConfig, export_classifier
+    from neurocast.models.training.export import git_commit
+    from neurocast.models.training.loop import set_threads
+    from neurocast.models.training.recipes.classifier import (
+        ClassifierRecipe,
+        LabelledRecording,
+        train_classifier,
+    )
+    from neurocast.models.training.trials import find_trials
+    from neurocast.streaming.io import read_recording
+    from neurocast.streaming.sources.base import StreamInfo
+
+    set_threads(args.threads)
+    event_map = dict(args.event)
+    raws = [read_recording(p, eegbci=args.eegbci, preload=True) for p in args.data]
+    tests = [read_recording(p, eegbci=args.eegbci, preload=True) for p in args.test_data]
+    spec = _classifier_spec(args, raws[0].info)
+    trials = [find_trials(raw, event_map) for raw in [*raws, *tests]]
+    recordings = [
+        LabelledRecording(
+            raw.get_data().astype(np.float32),
+            StreamInfo(name=str(raw.filenames[0]), info=raw.info),
+            t.onsets / t.sfreq,
+            t.labels,
         )
-
-    signals, trials = recorded(raws)
+        for raw, t in zip([*raws, *tests], trials, strict=True)
+    ]
     class_names = trials[0].class_names
-    spec = with_signal_scaling(spec, signals)
-    windows = windows_of(signals, trials, args.train_stride_ms / 1e3)
-    train, val = split_windows(windows, args.val_fraction, args.seed)
-    model = build_classifier(
-        train,
-        len(class_names),
+    recipe = ClassifierRecipe(
+        tmin_s=args.tmin,
+        tmax_s=args.tmax,
+        train_stride_s=args.train_stride_ms / 1e3,
+        val_fraction=args.val_fraction,
         backbone=args.backbone,
         pretrained=not args.random_init,
         mixing=args.mixing,
         mixing_init=args.mixing_init,
         input_size=args.input_size,
         weights=args.weights,
+        train=TrainConfig(
+            max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size
+        ),
         seed=args.seed,
     )
-    result = fit(
-        model,
-        train,
-        val,
-        TrainConfig(
-            max_epochs=args.epochs,
-            patience=args.patience,
-            batch_size=args.batch_size,
-            seed=args.seed,
-        ),
+    trained = train_classifier(
+        spec, recordings[: len(raws)], len(class_names), recipe, recordings[len(raws) :]
     )
     metrics = {
-        "val_window_balanced_accuracy": result.val_balanced_accuracy,
-        "best_epoch": float(result.best_epoch),
+        "val_window_balanced_accuracy": trained.result.val_balanced_accuracy,
+        "best_epoch": float(trained.result.best_epoch),
     }
-    check = val
-    if tests:
-        test = windows_of(*recorded(tests), spec.stride_s)
-        scores = evaluate(model, test)
-        metrics["test_window_balanced_accuracy"] = scores["window_balanced_accuracy"]
-        metrics["test_trial_balanced_accuracy"] = scores["trial_balanced_accuracy"]
-        check = test
+    if trained.scores:
+        metrics["test_window_balanced_accuracy"] = trained.scores["window_balanced_accuracy"]
+        metrics["test_trial_balanced_accuracy"] = trained.scores["trial_balanced_accuracy"]
     artifact = export_classifier(
-        model,
+        trained.model,
         args.out,
-        check_inputs=export_check_inputs(check, args.seed),
+        check_inputs=trained.check_inputs(args.seed),
         name=args.name or args.out.stem,
         version=args.version,
-        input_spec=spec,
+        input_spec=trained.spec,
         class_names=class_names,
         provenance=Provenance(
             data="; ".join(str(p) for p in args.data),
@@ -353,8 +301,8 @@ def _train_classifier(args: argparse.Namespace) -> str:
         metrics_note=(
             f"Balanced accuracy of {args.window_ms:g} ms windows ending {args.tmin:g}-"
             f"{args.tmax:g} s after each trial onset (validation: every "
-            f"{args.train_stride_ms:g} ms; test: every {spec.stride_s * 1e3:g} ms); trial "
-            "decision = mean window log-probability."
+            f"{args.train_stride_ms:g} ms; test: every {trained.spec.stride_s * 1e3:g} ms); "
+            "trial decision = mean window log-probability."
         ),
         simulated_training_data=False,
         description=(

@@ -19,13 +19,13 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from neurocast.clients.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from neurocast.clients.cli.train.common import run_training
 
 if TYPE_CHECKING:
     import mne
 
     from neurocast.models.serving.gallery import Gallery
-    from neurocast.models.training.retrieval import EpochSet
+    from neurocast.models.training.retrieval_data import EpochSet
 
 logger = logging.getLogger(__name__)
 
@@ -84,122 +84,105 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_retrieval(args: argparse.Namespace) -> int:
     """Train, measure and export a retrieval brain module."""
+    return run_training(lambda: _train_retrieval(args))
+
+
+def _train_retrieval(args: argparse.Namespace) -> str:
+    """Train, measure and export; copies the gallery beside the artifact; returns the summary."""
     import numpy as np
 
     from neurocast.models.nets.brain_module import BrainModuleConfig, small_config
-    from neurocast.models.serving.artifact import ArtifactError
-    from neurocast.models.serving.gallery import Gallery, GalleryError
-    from neurocast.models.training.classifier import set_threads
-    from neurocast.models.training.export import ExportCheckError
-    from neurocast.models.training.retrieval import (
-        RetrievalTrainConfig,
-        export_retrieval,
-        fit_retrieval,
-        retrieval_spec,
-    )
+    from neurocast.models.serving.gallery import Gallery
+    from neurocast.models.training.loop import set_threads
+    from neurocast.models.training.recipes.retrieval import fit_retrieval
+    from neurocast.models.training.retrieval import RetrievalTrainConfig, export_retrieval
+    from neurocast.models.training.retrieval_data import retrieval_spec
 
-    try:
-        set_threads(args.threads)
-        if not 0 < args.test_fraction < 1:
-            raise ValueError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}.")
-        if args.repeats < 1:
-            raise ValueError(f"--repeats must be at least 1, got {args.repeats}.")
-        if not args.tmin < args.tmax:
-            raise ValueError(f"--tmin ({args.tmin}) must be below --tmax ({args.tmax}).")
-        gallery = Gallery.load(args.gallery)
-        if gallery.n_images < 10:
-            raise ValueError(
-                f"Gallery {gallery.name!r} has {gallery.n_images} images; training and "
-                "held-out images need at least 10."
-            )
-        rng = np.random.default_rng(args.seed)
-        n_test = max(2, round(args.test_fraction * gallery.n_images))
-        test_images = rng.permutation(gallery.n_images)[:n_test]
-        context_s = args.context_ms / 1e3
-        window_s = args.window_ms / 1e3
-        if args.data:
-            epochs, info, simulated, data_note = _recorded_epochs(args, gallery, context_s)
-        else:
-            epochs, info, simulated, data_note = _simulated_epochs(args, gallery, context_s)
-        spec = retrieval_spec(epochs.ch_names, context_s=context_s)
-        test = np.isin(epochs.image_rows, test_images)
-        config = BrainModuleConfig(n_subjects=1) if args.config == "paper" else small_config(1)
-        fit = fit_retrieval(
-            epochs,
-            info,
-            spec,
-            gallery.embeddings.astype(np.float32),
-            test,
-            window_s=window_s,
-            context_s=context_s,
-            end_range_s=(args.tmin, args.tmax),
-            stride_s=args.stride_ms / 1e3,
-            config=config,
-            train_config=RetrievalTrainConfig(
-                max_epochs=args.epochs,
-                patience=args.patience,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                clip_weight=args.clip_weight,
-                max_steps_per_epoch=args.steps_per_epoch,
-                seed=args.seed,
-                progress=True,
-            ),
-            ridge=not args.no_ridge,
+    set_threads(args.threads)
+    if not 0 < args.test_fraction < 1:
+        raise ValueError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}.")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}.")
+    if not args.tmin < args.tmax:
+        raise ValueError(f"--tmin ({args.tmin}) must be below --tmax ({args.tmax}).")
+    gallery = Gallery.load(args.gallery)
+    if gallery.n_images < 10:
+        raise ValueError(
+            f"Gallery {gallery.name!r} has {gallery.n_images} images; training and "
+            "held-out images need at least 10."
         )
-        name = args.name or args.out.stem
-        artifact = export_retrieval(
-            fit.module,
-            args.out,
-            gallery=gallery,
-            info=info,
-            spec=fit.spec,
-            geometry=fit.geometry,
-            check_inputs=fit.check_inputs,
-            name=name,
-            version=args.version,
-            trained_on=data_note,
-            split=(
-                f"{len(test_images)} of {gallery.n_images} gallery images held out (seed "
-                f"{args.seed}); early stopping on 15 % of the training images"
-            ),
+    rng = np.random.default_rng(args.seed)
+    n_test = max(2, round(args.test_fraction * gallery.n_images))
+    test_images = rng.permutation(gallery.n_images)[:n_test]
+    context_s = args.context_ms / 1e3
+    read = _recorded_epochs if args.data else _simulated_epochs
+    epochs, info, simulated, data_note = read(args, gallery, context_s)
+    fit = fit_retrieval(
+        epochs,
+        info,
+        retrieval_spec(epochs.ch_names, context_s=context_s),
+        gallery.embeddings.astype(np.float32),
+        np.isin(epochs.image_rows, test_images),
+        window_s=args.window_ms / 1e3,
+        context_s=context_s,
+        end_range_s=(args.tmin, args.tmax),
+        stride_s=args.stride_ms / 1e3,
+        config=BrainModuleConfig(n_subjects=1) if args.config == "paper" else small_config(1),
+        train_config=RetrievalTrainConfig(
+            max_epochs=args.epochs,
+            patience=args.patience,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            clip_weight=args.clip_weight,
+            max_steps_per_epoch=args.steps_per_epoch,
             seed=args.seed,
-            metrics=fit.metrics,
-            metrics_note=(
-                f"Held-out trials: rank of the seen image among it and "
-                f"{int(fit.metrics['test_gallery_size']) - 1} other held-out images, per "
-                f"window end from {args.tmin} to {args.tmax} s after onset (mean and peak); "
-                "ridge_*: RidgeCV on the same windows."
-            ),
-            simulated_training_data=simulated,
-            stride_s=args.stride_ms / 1e3,
-        )
-    except (ValueError, FileNotFoundError, GalleryError, ArtifactError) as exc:
-        logger.error("%s", exc)
-        return EXIT_USAGE
-    except ExportCheckError as exc:
-        logger.error("%s", exc)
-        return EXIT_FAILURE
+            progress=True,
+        ),
+        ridge=not args.no_ridge,
+    )
+    artifact = export_retrieval(
+        fit.module,
+        args.out,
+        gallery=gallery,
+        info=info,
+        spec=fit.spec,
+        geometry=fit.geometry,
+        check_inputs=fit.check_inputs,
+        name=args.name or args.out.stem,
+        version=args.version,
+        trained_on=data_note,
+        split=(
+            f"{len(test_images)} of {gallery.n_images} gallery images held out (seed "
+            f"{args.seed}); early stopping on 15 % of the training images"
+        ),
+        seed=args.seed,
+        metrics=fit.metrics,
+        metrics_note=(
+            f"Held-out trials: rank of the seen image among it and "
+            f"{int(fit.metrics['test_gallery_size']) - 1} other held-out images, per "
+            f"window end from {args.tmin} to {args.tmax} s after onset (mean and peak); "
+            "ridge_*: RidgeCV on the same windows."
+        ),
+        simulated_training_data=simulated,
+        stride_s=args.stride_ms / 1e3,
+    )
     beside = artifact.path.parent / f"{gallery.name}.npz"
     if beside.resolve() != args.gallery.resolve():
         shutil.copyfile(args.gallery, beside)
-    print(
-        json.dumps(
-            {
-                "artifact": str(artifact.path),
-                "gallery": str(beside),
-                "simulated_training_data": simulated,
-                **{k: round(v, 4) for k, v in fit.metrics.items()},
-            }
-        )
+    return json.dumps(
+        {
+            "artifact": str(artifact.path),
+            "gallery": str(beside),
+            "simulated_training_data": simulated,
+            **{k: round(v, 4) for k, v in fit.metrics.items()},
+        }
     )
-    return EXIT_OK
 
 
 def _simulated_epochs(
     args: argparse.Namespace, gallery: Gallery, context_s: float
 ) -> tuple[EpochSet, mne.Info, bool, str]:
-    from neurocast.models.training.retrieval import preprocess_epochs, retrieval_spec
+    from neurocast.models.training.retrieval_data import preprocess_epochs, retrieval_spec
     from neurocast.streaming.sources.simulator.simulator import Simulator
 
     sim = Simulator(
@@ -228,15 +211,19 @@ def _recorded_epochs(
     import mne
     import numpy as np
 
-    from neurocast.models.training.retrieval import EpochSet, epochs_from_recording, retrieval_spec
-    from neurocast.models.training.trials import read_recording
+    from neurocast.models.training.retrieval_data import (
+        EpochSet,
+        epochs_from_recording,
+        retrieval_spec,
+    )
+    from neurocast.streaming.io import is_simulated, read_recording
     from neurocast.streaming.sources.base import StreamInfo
 
     sets = []
     info = None
     tmin = -(context_s + args.window_ms / 1e3 + 0.3)
     for k, path in enumerate(args.data):
-        raw = read_recording(path)
+        raw = read_recording(path, preload=True)
         picks = mne.pick_types(raw.info, meg=True, eeg=True, exclude="bads")
         raw.pick(picks)
         wanted = {
@@ -255,9 +242,7 @@ def _recorded_epochs(
                 f"{path} has no 'image/<image_id>' annotation naming an image of gallery "
                 f"{gallery.name!r}; annotate the image onsets with the gallery's ids."
             )
-        stream = StreamInfo(
-            path.name, raw.info, simulated="SIMULATED" in (raw.info["description"] or "")
-        )
+        stream = StreamInfo(path.name, raw.info, simulated=is_simulated(raw.info))
         if info is None:
             info = raw.info
         elif info["ch_names"] != raw.info["ch_names"]:

@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from neurocast.clients.cli.train.command import run_training
+from neurocast.clients.cli.train.common import run_training
 
 logger = logging.getLogger(__name__)
 
@@ -69,18 +69,13 @@ def run_translator(args: argparse.Namespace) -> int:
 
 def _train_translator(args: argparse.Namespace) -> str:
     """Train, score and export the translator; returns the summary line."""
-    from neurocast.models.nets.translator import TranslatorConfig
-    from neurocast.models.training.translation import (
-        TranslatorTrainConfig,
-        export_translator,
-        fit_translator,
-    )
+    from neurocast.models.training.recipes.translator import SubjectSplit, train_translator
+    from neurocast.models.training.translation import TranslatorTrainConfig, export_translator
     from neurocast.models.training.translation_data import (
         SimultaneousSegment,
         TranslationWindow,
         meg_projectors,
         recording_segment,
-        simulate_segments,
         simulator_spec,
     )
     from neurocast.models.training.translation_scoring import evaluate_segment
@@ -97,32 +92,27 @@ def _train_translator(args: argparse.Namespace) -> str:
     )
     spec = simulator_spec(args.info, args.noise_cov, sfreq=args.sim_sfreq)
     base = 1000 * args.seed
-    seeds = [base + i for i in range(1, args.subjects + 1)]
-    train = simulate_segments(spec, window, seeds, args.seconds, progress=True)
-    val = simulate_segments(spec, window, [base + args.subjects + 1], args.seconds)
-    test = simulate_segments(spec, window, [base + args.subjects + 2], args.seconds)
-    first = train[0]
-    config = TranslatorConfig(
-        n_eeg=len(first.eeg_names),
-        n_meg=len(first.meg_names),
-        n_times=window.n_times,
-        base_channels=args.base_channels,
-        depth=args.depth,
-        lstm_hidden=args.lstm_hidden,
-    )
-    model = fit_translator(
-        train,
-        val,
+    trained = train_translator(
+        spec,
         window,
-        config,
+        SubjectSplit(
+            train=[base + i for i in range(1, args.subjects + 1)],
+            val=[base + args.subjects + 1],
+            test=[base + args.subjects + 2],
+            seconds=args.seconds,
+        ),
         TranslatorTrainConfig(
             max_steps=args.steps,
             batch_size=args.batch_size,
             n_threads=args.threads,
             seed=args.seed,
         ),
+        base_channels=args.base_channels,
+        depth=args.depth,
+        lstm_hidden=args.lstm_hidden,
         progress=True,
     )
+    model, test = trained.model, trained.test
     metrics: dict[str, float] = {}
 
     def add_scores(prefix: str, segment: SimultaneousSegment) -> None:

@@ -1,4 +1,4 @@
-"""Sensor arrays, head model and forward solutions for the simulator (:mod:`.simulate`).
+"""Sensor arrays, head model and forward solutions for the simulator (:mod:`.physics`).
 
 The default geometry needs no files: 64 EEG electrodes of the 10-05 system projected onto a
 spherical head fitted to MNE's template montage, and a Neuromag VectorView-like MEG helmet of

@@ -1,31 +1,27 @@
 """Pydantic models of every request, response and WebSocket message of the service.
 
 They define the OpenAPI schema and are shared with the Python client, so this module imports
-nothing beyond pydantic and the source specs.
+nothing beyond pydantic, the source specs and the vocabularies the streaming engine defines
+(result kinds, session states).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurocast.streaming.engine.results import ResultKind
+from neurocast.streaming.sources.base import SourceStatus
 from neurocast.streaming.sources.specs import SourceSpec
 
-SessionState = Literal["starting", "running", "stalled", "stopped", "failed"]
+# a session's state is its source's state, as the decode loop reports it
+SessionState: TypeAlias = SourceStatus
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED_JOB_STATES: tuple[JobState, ...] = ("done", "failed", "cancelled")
-ResultKindName = Literal["probabilities", "retrieval", "translation", "embedding"]
-OutputName = Literal["probabilities", "retrieval", "translation", "embedding", "events", "status"]
+OutputName: TypeAlias = ResultKind | Literal["events", "status"]
 ResultFormat = Literal["json", "npz", "parquet"]
-ALL_OUTPUTS: tuple[OutputName, ...] = (
-    "probabilities",
-    "retrieval",
-    "translation",
-    "embedding",
-    "events",
-    "status",
-)
+ALL_OUTPUTS: tuple[OutputName, ...] = (*get_args(ResultKind), "events", "status")
 
 
 class _Model(BaseModel):
@@ -59,7 +55,7 @@ class ModelInfo(_Model):
     name: str
     version: str
     task: str = Field(description="`classification`, `retrieval`, `translation` or `embedding`.")
-    kind: ResultKindName = Field(description="Kind of result each window produces.")
+    kind: ResultKind = Field(description="Kind of result each window produces.")
     input: ModelInput
     packaged: bool = Field(description="True for models shipped with the package.")
     simulated_training: bool | None = Field(
@@ -181,7 +177,7 @@ class EventModel(_Model):
 class ResultRecord(_Model):
     """One model's output for one window (batch results and the body of result messages)."""
 
-    kind: ResultKindName
+    kind: ResultKind
     model: str
     window_end: int = Field(description="Exclusive sample index of the window end.")
     t_window_end: float = Field(description="Source-clock time of the last sample, seconds.")

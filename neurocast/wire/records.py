@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from neurocast.streaming.engine.results import Result
+from neurocast.streaming.sources.base import Marker
 
 
 def jsonable(value: Any) -> Any:
@@ -25,8 +27,13 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def marker_records(markers: Iterable[Marker]) -> list[dict[str, Any]]:
+    """Markers as :class:`~neurocast.wire.schemas.EventModel` fields."""
+    return [{"timestamp": m.timestamp, "value": m.value} for m in markers]
+
+
 def result_record(result: Result) -> dict[str, Any]:
-    """The :class:`~neurocast.server.schemas.ResultRecord` fields of a result, JSON-ready."""
+    """The :class:`~neurocast.wire.schemas.ResultRecord` fields of a result, JSON-ready."""
     return {
         "kind": result.kind,
         "model": result.model,
@@ -37,7 +44,7 @@ def result_record(result: Result) -> dict[str, Any]:
         "skipped": int(result.skipped),
         "simulated": bool(result.simulated),
         "latency": asdict(result.latency),
-        "markers": [{"timestamp": m.timestamp, "value": m.value} for m in result.markers],
+        "markers": marker_records(result.markers),
         "payload": jsonable(result.payload),
     }
 
@@ -61,7 +68,7 @@ def dumps(record: dict[str, Any]) -> str:
 
 
 def result_message_json(result: Result, session_id: str) -> str:
-    """A :class:`~neurocast.server.schemas.ResultMessage` as compact JSON text."""
+    """A :class:`~neurocast.wire.schemas.ResultMessage` as compact JSON text."""
     record = result_record(result)
     record["type"] = "result"
     record["session_id"] = session_id

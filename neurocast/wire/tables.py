@@ -20,10 +20,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from neurocast.server.records import dumps, result_record
 from neurocast.streaming.engine.results import Result
+from neurocast.wire.records import dumps, result_record
 
 FORMATS = ("json", "npz", "parquet")
+#: The media type of each format, as the service labels its responses.
+MEDIA_TYPES = {
+    "json": "application/json",
+    "npz": "application/x-npz",
+    "parquet": "application/vnd.apache.parquet",
+}
 
 
 def flatten_payload(payload: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -57,7 +63,7 @@ def _by_model(results: Sequence[Result]) -> dict[str, list[Result]]:
 
 
 def to_json(results: Sequence[Result], job_id: str, simulated: bool) -> str:
-    """Results as the JSON of :class:`~neurocast.server.schemas.JobResults`."""
+    """Results as the JSON of :class:`~neurocast.wire.schemas.JobResults`."""
     body = {
         "job_id": job_id,
         "simulated": simulated,
@@ -131,6 +137,23 @@ def to_parquet(results: Sequence[Result], simulated: bool) -> bytes:
     return buf.getvalue()
 
 
+def to_bytes(fmt: str, results: Sequence[Result], simulated: bool, job_id: str = "") -> bytes:
+    """Results encoded in ``fmt`` (``json``, ``npz`` or ``parquet``).
+
+    Raises
+    ------
+    ValueError
+        If ``fmt`` is none of these.
+    """
+    if fmt == "json":
+        return to_json(results, job_id, simulated).encode()
+    if fmt == "npz":
+        return to_npz(results, simulated)
+    if fmt == "parquet":
+        return to_parquet(results, simulated)
+    raise ValueError(f"Unknown results format {fmt!r}; use one of {', '.join(FORMATS)}.")
+
+
 def write_results(
     results: Sequence[Result], path: Path, *, simulated: bool, job_id: str = ""
 ) -> None:
@@ -141,15 +164,10 @@ def write_results(
     ValueError
         If the suffix is none of these.
     """
-    suffix = path.suffix.lower().lstrip(".")
-    if suffix == "json":
-        path.write_text(to_json(results, job_id, simulated))
-    elif suffix == "npz":
-        path.write_bytes(to_npz(results, simulated))
-    elif suffix == "parquet":
-        path.write_bytes(to_parquet(results, simulated))
-    else:
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
         raise ValueError(
             f"Cannot tell the output format from {path.name!r}: use a .parquet, .npz or .json "
             f"file name."
         )
+    path.write_bytes(to_bytes(fmt, results, simulated, job_id))

@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from neurocast.streaming.engine.results import Result
+from neurocast.wire.records import marker_records
 
 MAGIC = b"NCF1"
 VERSION = 1
@@ -113,7 +114,7 @@ def encode_signal_frame(result: Result, session_id: str) -> bytes:
         "latency": asdict(result.latency),
         "issues": list(result.issues),
         "skipped": result.skipped,
-        "markers": [{"timestamp": m.timestamp, "value": m.value} for m in result.markers],
+        "markers": marker_records(result.markers),
     }
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
     data_offset = -(-(HEADER_SIZE + len(meta_bytes)) // 8) * 8

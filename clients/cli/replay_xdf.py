@@ -1,0 +1,58 @@
+"""``neurocast replay FILE.xdf``: every stream of an XDF recording as a live LSL stream.
+
+Called by :mod:`neurocast.clients.cli.replay` for ``.xdf`` files (see
+:class:`~neurocast.streaming.recording.replay.XDFPlayer`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+from neurocast.clients.cli.exit_codes import EXIT_OK, EXIT_USAGE
+from neurocast.streaming.recording.read import XDFFormatError
+
+
+def run_xdf(args: argparse.Namespace) -> int:
+    """Replay ``args.file`` over LSL at ``args.speed`` (``--name`` prefixes stream names)."""
+    from neurocast.streaming.recording.replay import XDFPlayer
+
+    if args.to != "lsl" or args.loop:
+        print("neurocast replay: XDF files replay to LSL only, without --loop.", file=sys.stderr)
+        return EXIT_USAGE
+    player = XDFPlayer(
+        args.file,
+        speed=args.speed,
+        name_prefix=args.name or "",
+        wait_for_consumer=args.wait,
+        chunk_s=min(args.chunk_ms, 1000.0) / 1e3,
+    )
+    started = threading.Event()
+    failed = threading.Event()
+
+    def announce() -> None:
+        started.wait()
+        if failed.is_set():
+            return
+        scan = player.scan
+        if scan is not None and scan.truncated:
+            print(f"neurocast replay: {scan.message()}", file=sys.stderr, flush=True)
+        names = ", ".join(repr(n) for n in player.stream_names)
+        print(
+            f"Replaying {args.file} ({len(player.stream_names)} streams: {names}) to LSL at "
+            f"{args.speed:g}x. Ctrl-C stops.",
+            flush=True,
+        )
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        n = player.run(started=started)
+    except (XDFFormatError, OSError) as exc:
+        failed.set()
+        print(f"neurocast replay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        started.set()
+    print(f"Replayed {n} samples.", flush=True)
+    return EXIT_OK
