@@ -118,11 +118,21 @@ def session_call(method: str, session_id: str) -> Call[SessionStatus]:
 
 
 def create_session_call(
-    source: SourceSpec | Mapping[str, Any], models: Sequence[str], stride_s: float, name: str | None
+    source: SourceSpec | Mapping[str, Any],
+    models: Sequence[str],
+    stride_s: float,
+    name: str | None,
+    max_lag_ms: float = 250.0,
 ) -> Call[SessionStatus]:
     """``POST /v1/sessions``, checked against the request schema before it is sent."""
     src = source if isinstance(source, Mapping) else source.model_dump()
-    body = {"source": dict(src), "models": list(models), "stride_s": stride_s, "name": name}
+    body = {
+        "source": dict(src),
+        "models": list(models),
+        "stride_s": stride_s,
+        "max_lag_ms": max_lag_ms,
+        "name": name,
+    }
     valid = SessionCreate.model_validate(body).model_dump(mode="json")
     return Call("POST", "/v1/sessions", SessionStatus.model_validate_json, json=valid)
 

@@ -143,9 +143,11 @@ class AsyncClient(_ClientBase[httpx.AsyncClient, AsyncStream]):
         *,
         stride_s: float = 0.025,
         name: str | None = None,
+        max_lag_ms: float = 250.0,
     ) -> SessionStatus:
         """Start a session; check ``status`` (``failed`` comes with ``error``)."""
-        return await self._send(calls.create_session_call(source, models, stride_s, name))
+        call = calls.create_session_call(source, models, stride_s, name, max_lag_ms)
+        return await self._send(call)
 
     async def session(self, session_id: str) -> SessionStatus:
         """A session's status."""
@@ -250,9 +252,10 @@ class Client(_ClientBase[httpx.Client, Stream]):
         *,
         stride_s: float = 0.025,
         name: str | None = None,
+        max_lag_ms: float = 250.0,
     ) -> SessionStatus:
         """Start a session; check ``status`` (``failed`` comes with ``error``)."""
-        return self._send(calls.create_session_call(source, models, stride_s, name))
+        return self._send(calls.create_session_call(source, models, stride_s, name, max_lag_ms))
 
     def session(self, session_id: str) -> SessionStatus:
         """A session's status."""

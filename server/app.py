@@ -9,22 +9,27 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import TypeAdapter
 
 from neurocast.server.body_limit import BodySizeLimit
 from neurocast.server.config import Settings
-from neurocast.server.deps import AppState
+from neurocast.server.data_root import resolve_source
+from neurocast.server.deps import AppState, require_token
 from neurocast.server.errors import install_error_handlers
 from neurocast.server.jobs import JobManager
+from neurocast.server.logs import redact_logs
 from neurocast.server.metrics import Metrics
+from neurocast.server.recordings import RecordingManager
 from neurocast.server.registry import ModelRegistry
 from neurocast.server.routers import api, health
 from neurocast.server.sessions import SessionManager
+from neurocast.server.store import StateStore
 from neurocast.wire.schemas import ServerMessage, Subscribe
 
 logger = logging.getLogger(__name__)
@@ -54,18 +59,31 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     )
     manager: SessionManager
 
+    redact_logs(settings.effective_token)
+    store = StateStore(settings.state_dir)
     metrics = Metrics(lambda: manager.statuses())
-    manager = SessionManager(settings, registry, metrics)
-    jobs = JobManager(settings.job_workers, settings.max_jobs, registry, metrics)
-    state = AppState(settings, registry, metrics, manager, jobs)
+    manager = SessionManager(settings, registry, metrics, store)
+    jobs = JobManager(
+        settings.job_workers,
+        settings.max_jobs,
+        registry,
+        metrics,
+        store,
+        max_queued=settings.max_queued_jobs,
+    )
+    recordings = RecordingManager(settings.state_dir)
+    state = AppState(settings, registry, metrics, manager, jobs, recordings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.token_generated:
-            logger.warning(
-                "No NEUROCAST_TOKEN set; this run's token is %s", settings.effective_token
-            )
+            # the token itself never goes to a log; neurocast serve prints it on the terminal
+            logger.warning("No NEUROCAST_TOKEN set; a token was generated for this run")
+        if settings.restore_sessions:
+            await manager.restore(lambda spec: resolve_source(settings.data_root, spec))
         yield
+        # footers first, while the sessions still feed the recorders
+        await asyncio.to_thread(recordings.shutdown)
         await manager.shutdown()
         await asyncio.to_thread(jobs.shutdown)
 
@@ -74,6 +92,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         summary="Real-time MEG/EEG decoding: live sessions over WebSocket, batch jobs over REST.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.neurocast = state
     app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes)
@@ -94,7 +115,31 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         return RedirectResponse("/dashboard/")
 
     app.openapi = lambda: _openapi_with_stream_messages(app)  # type: ignore[method-assign]
+    _install_docs(app, settings)
     return app
+
+
+def _install_docs(app: FastAPI, settings: Settings) -> None:
+    """Serve ``/openapi.json``, ``/docs`` and ``/redoc`` as ``settings.docs`` says.
+
+    ``auth``: they need the token whenever the API does (the schema maps every route, which
+    is for clients, not for whoever finds the port); ``public``: open; ``off``: not served.
+    """
+    if settings.docs == "off":
+        return
+    guard = [Depends(require_token)] if settings.docs == "auth" else []
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+    def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guard)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=guard)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} API")
 
 
 def _openapi_with_stream_messages(app: FastAPI) -> dict[str, Any]:

@@ -3,23 +3,34 @@
 Every setting can be given explicitly to :class:`Settings` (the ``neurocast serve`` options do
 that); whatever is not given comes from the environment, then from the defaults:
 
-=============================== ==========================================================
-``NEUROCAST_HOST``              interface to bind (default ``127.0.0.1``)
-``NEUROCAST_PORT``              TCP port (default 8000)
-``NEUROCAST_TOKEN``             bearer token clients must send (generated when unset)
-``NEUROCAST_AUTH``              ``off`` disables auth; refused unless bound to loopback
-``NEUROCAST_MODELS_DIR``        directory of model artifacts (``*.onnx``)
-``NEUROCAST_PACKAGED_MODELS``   ``off`` hides the models shipped with the package
-``NEUROCAST_DATA_ROOT``         directory whose files ``POST /v1/decode`` and replay
-                                sessions may read by path (unset: no path access)
-``NEUROCAST_CORS_ORIGINS``      comma-separated origins allowed by CORS (default none)
-``NEUROCAST_MAX_UPLOAD_MB``     upload size limit in MiB (default 512)
-``NEUROCAST_MAX_SESSIONS``      sessions that may exist at once (default 16)
-``NEUROCAST_WS_QUEUE``          messages buffered per WebSocket client (default 256)
-``NEUROCAST_THREADS``           intra-op threads per model (default ``min(4, CPUs)``)
-``NEUROCAST_CACHE_DIR``         cache of the simulator's forward solutions
-                                (default ``~/.cache/neurocast``)
-=============================== ==========================================================
+================================== ==========================================================
+``NEUROCAST_HOST``                 interface to bind (default ``127.0.0.1``)
+``NEUROCAST_PORT``                 TCP port (default 8000)
+``NEUROCAST_TOKEN``                bearer token clients must send (generated when unset)
+``NEUROCAST_AUTH``                 ``off`` disables auth; refused unless bound to loopback
+``NEUROCAST_MODELS_DIR``           directory of model artifacts (``*.onnx``)
+``NEUROCAST_PACKAGED_MODELS``      ``off`` hides the models shipped with the package
+``NEUROCAST_DATA_ROOT``            directory whose files ``POST /v1/decode`` and replay
+                                   sessions may read by path (unset: no path access)
+``NEUROCAST_CORS_ORIGINS``         comma-separated origins allowed by CORS (default none)
+``NEUROCAST_MAX_UPLOAD_MB``        upload size limit in MiB (default 512)
+``NEUROCAST_MAX_SESSIONS``         sessions that may exist at once (default 16)
+``NEUROCAST_WS_QUEUE``             messages buffered per WebSocket client (default 256)
+``NEUROCAST_WS_IDLE_TIMEOUT_S``    a client that accepts nothing for this long while messages
+                                   wait for it is closed with 1008 (default 60)
+``NEUROCAST_DOCS``                 ``auth`` (default): /docs, /redoc and /openapi.json need the
+                                   token when auth is on; ``public``; ``off``
+``NEUROCAST_STATE_DIR``            where jobs, their results and session definitions are kept
+                                   (default ``~/.cache/neurocast/state``)
+``NEUROCAST_RESTORE_SESSIONS``     ``off``: do not restart the sessions of the previous run
+``NEUROCAST_JOB_WORKERS``          batch jobs decoded at once (default 1)
+``NEUROCAST_MAX_QUEUED_JOBS``      jobs waiting for a worker before 429 (default 16)
+``NEUROCAST_SOURCE_LOST_AFTER_S``  a source silent this long gets a reason in ``error``
+                                   (default 10)
+``NEUROCAST_THREADS``              intra-op threads per model (default ``min(4, CPUs)``)
+``NEUROCAST_CACHE_DIR``            cache of the simulator's forward solutions
+                                   (default ``~/.cache/neurocast``)
+================================== ==========================================================
 
 The Python client reads ``NEUROCAST_TOKEN`` too, as its default token.
 """
@@ -30,7 +41,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
@@ -38,6 +49,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Setting
 from neurocast.hosts import is_loopback
 
 _OFF = {"off", "0", "false", "no", "disabled"}
+DocsMode = Literal["auth", "public", "off"]
 #: Where the simulator reads its cache folder (it runs without the service's settings).
 CACHE_DIR_VARIABLE = "NEUROCAST_CACHE_DIR"
 
@@ -78,10 +90,30 @@ class Settings(BaseSettings):
         Period of the ``status`` messages sent to subscribers, in seconds.
     session_open_wait_s : float
         How long ``POST /v1/sessions`` waits for the source to open before answering.
+    ws_idle_timeout_s : float
+        A WebSocket client that accepts no data for this long while messages wait for it is
+        closed with code 1008 (``NEUROCAST_WS_IDLE_TIMEOUT_S``); until then it only loses its
+        oldest messages.
+    ws_subscribe_timeout_s : float
+        How long a new WebSocket client has to send its first ``subscribe`` message.
+    docs : {"auth", "public", "off"}
+        ``auth``: ``/docs``, ``/redoc`` and ``/openapi.json`` need the token whenever auth is
+        on; ``public``: they are open; ``off``: they are not served.
+    state_dir : Path
+        Where batch jobs, their results and the definitions of live sessions are written, so
+        that they survive a restart (default ``$XDG_CACHE_HOME/neurocast/state``, i.e.
+        ``~/.cache/neurocast/state``).
+    restore_sessions : bool
+        Start again, at startup, the sessions that existed when the server last stopped.
+    source_lost_after_s : float
+        A session whose source has delivered nothing for this long says so in ``error`` (its
+        state stays ``stalled`` and it keeps waiting for the source).
     max_jobs : int
         Finished batch jobs kept (oldest results are discarded beyond this).
     job_workers : int
         Batch jobs decoded at once.
+    max_queued_jobs : int
+        Jobs waiting for a worker; one more is refused with 429 and ``Retry-After``.
     threads : int | None
         Intra-op threads of each model the service loads (None: the runtime's default).
     cache_dir : Path | None
@@ -112,14 +144,21 @@ class Settings(BaseSettings):
     )
     status_interval_s: float = Field(1.0, gt=0)
     session_open_wait_s: float = Field(10.0, ge=0)
+    ws_idle_timeout_s: float = Field(60.0, gt=0)
+    ws_subscribe_timeout_s: float = Field(30.0, gt=0)
+    docs: DocsMode = "auth"
+    state_dir: Path = Field(default_factory=lambda: default_state_dir())
+    restore_sessions: bool = True
+    source_lost_after_s: float = Field(10.0, gt=0)
     max_jobs: int = Field(64, ge=1)
     job_workers: int = Field(1, ge=1)
+    max_queued_jobs: int = Field(16, ge=0)
     threads: int | None = Field(None, ge=1)
     cache_dir: Path | None = None
 
     _generated: bool = PrivateAttr(False)
 
-    @field_validator("auth", "packaged_models", mode="before")
+    @field_validator("auth", "packaged_models", "restore_sessions", mode="before")
     @classmethod
     def _switch(cls, value: Any) -> Any:
         # an environment switch is on unless explicitly turned off
@@ -198,6 +237,12 @@ class Settings(BaseSettings):
             return cls(**given)  # type: ignore[arg-type]
         values = _MappingSource(cls, env)()
         return cls.model_validate({**values, **given})
+
+
+def default_state_dir() -> Path:
+    """``$XDG_CACHE_HOME/neurocast/state``, or ``~/.cache/neurocast/state``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "neurocast" / "state"
 
 
 class _MappingSource(EnvSettingsSource):

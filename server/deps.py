@@ -14,6 +14,7 @@ from neurocast.server.config import Settings
 from neurocast.server.errors import ApiError
 from neurocast.server.jobs import JobManager
 from neurocast.server.metrics import Metrics
+from neurocast.server.recordings import RecordingManager
 from neurocast.server.registry import ModelRegistry
 from neurocast.server.sessions import SessionManager
 
@@ -27,6 +28,7 @@ class AppState:
     metrics: Metrics
     sessions: SessionManager
     jobs: JobManager
+    recordings: RecordingManager
     started_at: float = field(default_factory=time.monotonic)
 
 

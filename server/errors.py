@@ -9,11 +9,17 @@ large) get the same body shape.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from neurocast.server.exceptions import (
+    Busy,
     InvalidInput,
     LimitReached,
     NotFound,
@@ -43,6 +49,10 @@ _HTTP_CODES = {
     422: "unprocessable",
     429: "too_many_requests",
 }
+
+
+#: The most of a rejected value a validation error copies back (its JSON text, in characters).
+MAX_ECHO_CHARS = 200
 
 
 class ApiError(Exception):
@@ -95,6 +105,9 @@ def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
     """Answer service, HTTP-layer and framework errors with an ``ErrorResponse`` body."""
 
     async def handled(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, Busy):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+            return error_response(service_status(exc), exc.code, exc.detail, headers)
         if isinstance(exc, ServiceError):
             return error_response(service_status(exc), exc.code, exc.detail)
         assert isinstance(exc, ApiError)
@@ -102,6 +115,12 @@ def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
 
     app.add_exception_handler(ServiceError, handled)
     app.add_exception_handler(ApiError, handled)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler copies every rejected value back, a multi-megabyte body whole
+        errors = [_bounded(e) for e in jsonable_encoder(exc.errors())]
+        return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(StarletteHTTPException)
     async def framework_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -112,3 +131,21 @@ def install_error_handlers(app: FastAPI, max_upload_bytes: int) -> None:
             detail = f"No route {request.url.path}; see /docs for the API."
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+
+
+def _bounded(error: dict[str, Any]) -> dict[str, Any]:
+    """A validation error whose ``input`` (and each ``ctx`` value) holds at most
+    :data:`MAX_ECHO_CHARS` characters of JSON."""
+    out = dict(error)
+    if "input" in out:
+        out["input"] = _clip(out["input"])
+    if isinstance(out.get("ctx"), dict):
+        out["ctx"] = {k: _clip(v) for k, v in out["ctx"].items()}
+    return out
+
+
+def _clip(value: Any) -> Any:
+    text = json.dumps(value, default=str)
+    if len(text) <= MAX_ECHO_CHARS:
+        return value
+    return f"{text[:MAX_ECHO_CHARS]}... ({len(text)} characters in all)"

@@ -43,5 +43,21 @@ class LimitReached(ServiceError):
     """A configured limit (sessions at once) would be exceeded."""
 
 
+class Busy(LimitReached):
+    """A queue is full for now; the request may succeed later.
+
+    Parameters
+    ----------
+    code, detail : str
+        As :class:`ServiceError`.
+    retry_after_s : int
+        Seconds after which trying again is likely to succeed.
+    """
+
+    def __init__(self, code: str, detail: str, retry_after_s: int) -> None:
+        super().__init__(code, detail)
+        self.retry_after_s = retry_after_s
+
+
 class NotReady(ServiceError):
     """The resource exists but is not in a state that allows this (a job still running)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from neurocast.catalog import InstalledModel, by_name, discover
 from neurocast.models.serving.runtime import loaded_sessions
@@ -125,5 +127,26 @@ def _info(model: InstalledModel) -> ModelInfo:
         gallery=model.gallery.name if model.gallery is not None else None,
         sha256=model.artifact.sha256,
         provider=None,
-        metadata=meta.model_dump(mode="json"),
+        metadata=_without_paths(meta.model_dump(mode="json")),
     )
+
+
+# an absolute path (POSIX or Windows) not glued to a word: "/home/u/data/sub-01_raw.fif"
+_ABSOLUTE_PATH = re.compile(
+    r"(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s;,()'\"/\\]+[/\\])*([^\s;,()'\"/\\]+)"
+)
+
+
+def _without_paths(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata with absolute paths in its provenance cut to file names.
+
+    Artifacts trained elsewhere may name their training files by absolute path, which tells
+    clients about the training machine and nothing they can use.
+    """
+    provenance = metadata.get("provenance")
+    if isinstance(provenance, dict):
+        metadata["provenance"] = {
+            k: _ABSOLUTE_PATH.sub(r"\1", v) if isinstance(v, str) else v
+            for k, v in provenance.items()
+        }
+    return metadata

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from types import TracebackType
@@ -10,21 +11,64 @@ from typing import Self
 import uvicorn
 from fastapi import FastAPI
 
+from neurocast.server.config import Settings
+from neurocast.server.deps import AppState
+from neurocast.server.logs import redact_logs
+
+#: Seconds between the keepalive pings uvicorn sends on each WebSocket.
+WS_PING_INTERVAL_S = 20.0
+
+
+def _settings(app: FastAPI) -> Settings | None:
+    state: AppState | None = getattr(app.state, "neurocast", None)
+    return state.settings if state is not None else None
+
 
 def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
     """The uvicorn configuration the service runs with.
 
     Per-message compression is off: results are small or binary float32, and deflating them
-    costs more latency than the bytes it saves on a lab network.
+    costs more latency than the bytes it saves on a lab network. A client that stops reading
+    also stops answering pings; the ping timeout is the idle limit
+    (``NEUROCAST_WS_IDLE_TIMEOUT_S``), so that a client that only reads slowly is closed by
+    that documented limit (code 1008) and not earlier by the keepalive (1011).
     """
-    return uvicorn.Config(
+    settings = _settings(app)
+    idle_s = settings.ws_idle_timeout_s if settings is not None else 60.0
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
         ws_per_message_deflate=False,
+        ws_ping_interval=WS_PING_INTERVAL_S,
+        ws_ping_timeout=max(idle_s, WS_PING_INTERVAL_S),
         timeout_graceful_shutdown=5,
     )
+    # uvicorn configured its loggers just now: put the token filter on their new handlers
+    redact_logs(settings.effective_token if settings is not None else None)
+    return config
+
+
+class NeurocastServer(uvicorn.Server):
+    """uvicorn's server, ending live sessions before uvicorn closes the connections.
+
+    uvicorn closes every WebSocket with 1012 as soon as it starts shutting down, before the
+    application hears of it; this lets the sessions first send each subscriber a last
+    ``status`` and close with 1012 themselves.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop the live sessions (final status, close 1012), then shut down as uvicorn does."""
+        app = self.config.app
+        state: AppState | None = None
+        if isinstance(app, FastAPI):
+            state = getattr(app.state, "neurocast", None)
+        if state is not None:
+            for server in self.servers:  # no new connections while the sessions end
+                server.close()
+            await state.sessions.shutdown(close_code=1012)
+        await super().shutdown(sockets)
 
 
 class ServerThread:
@@ -45,7 +89,7 @@ class ServerThread:
     def __init__(
         self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
     ) -> None:
-        self.server = uvicorn.Server(uvicorn_config(app, host, port, log_level))
+        self.server = NeurocastServer(uvicorn_config(app, host, port, log_level))
         self.host = host
         self._thread = threading.Thread(
             target=self.server.run, name="neurocast-uvicorn", daemon=True

@@ -4,6 +4,11 @@ Opening a source can block (an LSL resolve waits for its timeout, a FieldTrip se
 answer), so sessions open and stop in worker threads and the event loop never waits on a device.
 A session whose source cannot be opened, or whose models do not fit the stream, ends in the
 ``failed`` state with the reason in ``error``; it stays listed until deleted.
+
+Each session's definition is written to the state directory when it is created and removed
+when it is deleted; at startup the sessions of the previous run are started again from their
+definitions (``NEUROCAST_RESTORE_SESSIONS``), keeping their ids, with the first results marked
+(see :mod:`neurocast.server.continuity`).
 """
 
 from __future__ import annotations
@@ -13,21 +18,28 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 
 from neurocast.server.config import Settings
+from neurocast.server.continuity import RestartMark, StallWatch, public_source_id
 from neurocast.server.exceptions import InvalidInput, LimitReached, NotFound
 from neurocast.server.hub import Hub, Outgoing
 from neurocast.server.metrics import Metrics
 from neurocast.server.registry import ModelRegistry
+from neurocast.server.signal_tap import SignalTap, session_channels
+from neurocast.server.store import StateStore
 from neurocast.streaming.engine.loop import DecodeLoop
-from neurocast.streaming.engine.pipeline import WindowModel
+from neurocast.streaming.engine.pipeline import DecodeEngine, WindowModel
+from neurocast.streaming.engine.results import Result
+from neurocast.streaming.recording.tap import RecordingSource
 from neurocast.streaming.sources.open import open_source
 from neurocast.streaming.sources.specs import SimulatorSpec, SourceSpec
 from neurocast.wire.records import dumps
 from neurocast.wire.schemas import (
     Percentiles,
+    SessionChannels,
     SessionCreate,
     SessionState,
     SessionStatus,
@@ -57,6 +69,12 @@ class Session:
         The decoders, already loaded.
     hub : Hub
         Fan-out to WebSocket clients.
+    settings : Settings | None
+        Where the data root (for ``source_id``) and the time after which a silent source is
+        reported come from (None: the defaults, no data root).
+    restarted : bool
+        The session starts again after a server restart: each model's first result carries
+        the ``restarted`` issue.
     """
 
     def __init__(
@@ -65,13 +83,27 @@ class Session:
         source_spec: SourceSpec,
         models: list[WindowModel],
         hub: Hub,
+        settings: Settings | None = None,
+        restarted: bool = False,
     ) -> None:
         self.id = hub.session_id
         self.request = request
         self.created_at = time.time()
         self.hub = hub
+        self.data_root = settings.data_root if settings is not None else None
+        lost_after_s = settings.source_lost_after_s if settings is not None else 10.0
+        self.stall = StallWatch(request.source, lost_after_s)
+        sink: Callable[[Result], None] = hub.publish_threadsafe
+        if restarted:
+            sink = RestartMark(sink)
+        # chunks and results reach a recorder while one is attached (POST .../recording)
+        self.recording = RecordingSource(open_source(source_spec))
         self.loop = DecodeLoop(
-            open_source(source_spec), models, hub.publish_threadsafe, stride_s=request.stride_s
+            self.recording,
+            models,
+            self.recording.results_to(SignalTap(self._engine, hub.wants_signal, sink)),
+            stride_s=request.stride_s,
+            max_lag_s=request.max_lag_ms / 1e3,
         )
         self._state: SessionState = "starting"
         self._error: str | None = None
@@ -112,12 +144,22 @@ class Session:
         return self.loop.engine is not None and self.loop.engine.stream.simulated
 
     def state(self) -> tuple[SessionState, str | None]:
-        """The session's state and, when it failed, why."""
+        """The session's state and why it failed, or why it has been stalled this long."""
         if self._state == "running":
             stats = self.loop.stats()
             state: SessionState = "running" if stats.status == "starting" else stats.status
-            return state, stats.error if state == "failed" else None
+            lost = self.stall.update(state == "stalled")
+            return state, stats.error if state == "failed" else lost
         return self._state, self._error
+
+    def _engine(self) -> DecodeEngine | None:
+        return self.loop.engine
+
+    def channels(self) -> SessionChannels | None:
+        """The stream's channels with their positions; None until the source is open."""
+        if self.loop.engine is None:
+            return None
+        return session_channels(self.id, self.loop.engine.stream)
 
     def status(self) -> SessionStatus:
         """Current state, counters and latency percentiles."""
@@ -130,15 +172,16 @@ class Session:
                     latency[stage] = Percentiles(
                         p50_ms=stats.latency_p50_ms[key], p99_ms=stats.latency_p99_ms[key]
                     )
-        if self.hub.delivery_ms:
-            p50, p99 = np.percentile(np.fromiter(self.hub.delivery_ms, float), [50, 99])
-            latency["delivery"] = Percentiles(p50_ms=float(p50), p99_ms=float(p99))
+        for stage, values in (("delivery", self.hub.delivery_ms), ("end_to_end", self.hub.e2e_ms)):
+            if values:
+                p50, p99 = np.percentile(np.fromiter(values, float), [50, 99])
+                latency[stage] = Percentiles(p50_ms=float(p50), p99_ms=float(p99))
         stream = None
         if self.loop.engine is not None:
             info = self.loop.engine.stream
             stream = StreamSummary(
                 name=info.name,
-                source_id=info.source_id,
+                source_id=public_source_id(info.source_id, self.data_root),
                 n_channels=info.n_channels,
                 sfreq_hz=info.sfreq,
                 simulated=info.simulated,
@@ -154,8 +197,11 @@ class Session:
             stream=stream,
             created_at=self.created_at,
             stride_s=self.request.stride_s,
+            max_lag_ms=self.request.max_lag_ms,
             n_decoded=stats.n_decoded if stats else 0,
             n_skipped=stats.n_skipped if stats else 0,
+            skipped_by_reason=stats.skipped_by_reason if stats else {},
+            clock_ahead_ms=stats.clock_ahead_ms if stats else 0.0,
             decode_rate_hz=stats.decode_rate_hz if stats else 0.0,
             latency=latency,
             subscribers=len(self.hub.subscribers),
@@ -183,12 +229,21 @@ class SessionManager:
         Where model ids are looked up.
     metrics : Metrics
         Where results, deliveries and drops are counted.
+    store : StateStore | None
+        Where session definitions are written, and read back by :meth:`restore`.
     """
 
-    def __init__(self, settings: Settings, registry: ModelRegistry, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        metrics: Metrics,
+        store: StateStore | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
+        self.store = store
         self._sessions: dict[str, Session] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._last_state: dict[str, SessionState] = {}
@@ -214,7 +269,13 @@ class SessionManager:
             raise _unknown(session_id)
         return session
 
-    async def create(self, request: SessionCreate, source: SourceSpec) -> Session:
+    async def create(
+        self,
+        request: SessionCreate,
+        source: SourceSpec,
+        *,
+        restored: tuple[str, float] | None = None,
+    ) -> Session:
         """Start a session and wait briefly for its source to open.
 
         Parameters
@@ -223,6 +284,9 @@ class SessionManager:
             What the client asked for (shown in the session's status).
         source : SourceSpec
             The source to open: the request's, with its file paths already checked.
+        restored : tuple of (str, float) | None
+            Id and creation time of a session of the previous run to start again (its
+            results are then marked ``restarted``; nothing waits for its source).
 
         Raises
         ------
@@ -240,7 +304,7 @@ class SessionManager:
         # the first use of a model loads (and warms up) its ONNX session: not on the event loop
         models = await asyncio.to_thread(self.registry.window_models, request.models)
         loop = asyncio.get_running_loop()
-        session_id = uuid.uuid4().hex[:12]
+        session_id = restored[0] if restored else uuid.uuid4().hex[:12]
         hub = Hub(
             session_id,
             loop,
@@ -248,14 +312,20 @@ class SessionManager:
             on_result=lambda r: self.metrics.observe_result(session_id, r),
             on_delivery=lambda s: self.metrics.observe_delivery(session_id, s),
             on_dropped=lambda n: self.metrics.observe_dropped(session_id, n),
+            idle_timeout_s=self.settings.ws_idle_timeout_s,
         )
         try:
-            session = Session(request, source, models, hub)
+            session = Session(request, source, models, hub, self.settings, restored is not None)
         except Exception as exc:  # the source type is not available in this installation
             raise InvalidInput("bad_source", f"Cannot build the source: {exc}") from exc
+        if restored is not None:
+            session.created_at = restored[1]
         self._sessions[session_id] = session
+        self._save(session)
         self._ensure_ticker()
         session.start_task = asyncio.create_task(session.start())
+        if restored is not None:
+            return session
         # still opening after the wait: the client polls GET /v1/sessions/{id}
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
@@ -272,25 +342,72 @@ class SessionManager:
         session = self._sessions.pop(session_id, None)
         if session is None:
             raise _unknown(session_id)
+        if self.store is not None:
+            self.store.forget_session(session_id)
         await self._stop(session)
         return session.status()
 
-    async def _stop(self, session: Session) -> None:
+    async def _stop(self, session: Session, close_code: int = 1000) -> None:
         await session.stop()
         final = session.status()
         session.hub.close(
-            Outgoing(dumps({"type": "status", "session": final.model_dump(mode="json")}))
+            Outgoing(dumps({"type": "status", "session": final.model_dump(mode="json")})),
+            close_code,
         )
         self._last_state.pop(session.id, None)
         self.metrics.forget_session(session.id)
 
-    async def shutdown(self) -> None:
-        """Stop every session (the server is going down)."""
+    def _save(self, session: Session) -> None:
+        if self.store is None:
+            return
+        definition = {
+            "id": session.id,
+            "created_at": session.created_at,
+            "request": session.request.model_dump(mode="json"),
+        }
+        try:
+            self.store.save_session(session.id, definition)
+        except OSError as exc:  # the session runs anyway; it will not survive a restart
+            logger.warning("Could not save session %s: %s", session.id, exc)
+
+    async def restore(self, resolve: Callable[[SourceSpec], SourceSpec]) -> None:
+        """Start again the sessions saved by the previous run (without waiting for them).
+
+        Parameters
+        ----------
+        resolve : callable
+            Checks a saved source's file paths against the data root, as for a new request;
+            raises when they no longer pass. A session that cannot be started again (its
+            model or file is gone, the limit is lower) is logged and its definition removed.
+        """
+        if self.store is None:
+            return
+        for record in self.store.load_sessions():
+            session_id = str(record["id"])
+            try:
+                request = SessionCreate.model_validate(record["request"])
+                created_at = float(record.get("created_at", time.time()))
+                await self.create(
+                    request, resolve(request.source), restored=(session_id, created_at)
+                )
+            except Exception as exc:
+                logger.warning("Session %s of the previous run not restarted: %s", session_id, exc)
+                self.store.forget_session(session_id)
+            else:
+                logger.info("Session %s of the previous run started again", session_id)
+
+    async def shutdown(self, close_code: int = 1012, wait_s: float = 2.0) -> None:
+        """Stop every session (the server is going down); their definitions are kept.
+
+        Each subscriber gets the final ``status`` and then a close with ``close_code``
+        (1012, service restart); this waits up to ``wait_s`` for them to go.
+        """
         if self._ticker is not None:
             self._ticker.cancel()
         sessions = list(self._sessions.values())
         self._sessions.clear()
-        await asyncio.gather(*(self._stop(s) for s in sessions), return_exceptions=True)
+        await asyncio.gather(*(self._stop(s, close_code) for s in sessions), return_exceptions=True)
+        await asyncio.gather(*(s.hub.wait_closed(wait_s) for s in sessions))
 
     def _ensure_ticker(self) -> None:
         if self._ticker is None or self._ticker.done():
@@ -308,9 +425,9 @@ class SessionManager:
             if periodic:
                 elapsed = 0.0
             for session in list(self._sessions.values()):
+                state, _ = session.state()  # also times a stalled source without subscribers
                 if not session.hub.subscribers:
                     continue
-                state, _ = session.state()
                 changed = self._last_state.get(session.id) != state
                 self._last_state[session.id] = state
                 if periodic or changed:

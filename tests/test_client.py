@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -184,8 +183,9 @@ def test_demo_headless_prints_simulated_results() -> None:
     from neurocast.server.registry import ModelRegistry
 
     env = {**os.environ, "DISPLAY": "", "WAYLAND_DISPLAY": ""}
-    has_demo = any(m.id.startswith("demo") for m in ModelRegistry.discover(None).infos())
-    start = time.monotonic()
+    # the demo classifier ships with the package: without it the demo cannot run, which is a
+    # packaging fault, not a reason to skip
+    assert any(m.id.startswith("demo") for m in ModelRegistry.discover(None).infos())
     run = subprocess.run(
         [sys.executable, "-m", "neurocast.clients.cli", "demo", "--headless", "--seconds", "6"],
         capture_output=True,
@@ -194,12 +194,8 @@ def test_demo_headless_prints_simulated_results() -> None:
         env=env,
         cwd=REPO,
     )
-    if not has_demo:
-        assert run.returncode == 1 and "neurocast train demo" in run.stderr
-        return
     assert run.returncode == 0, run.stderr[-2000:]
     lines = [ln for ln in run.stdout.splitlines() if "latency" in ln]
     assert lines, run.stdout
     assert all(ln.startswith("SIMULATED ") for ln in lines)
     assert any(" | " in ln for ln in lines)  # class probabilities
-    assert time.monotonic() - start < 100

@@ -14,7 +14,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_server_support import SIM_SPEC, TOKEN, serve
+from test_server_support import TOKEN, serve
+
+from neurocast.catalog import PACKAGED_DIR
+from neurocast.server.registry import ModelRegistry
+from neurocast.streaming.sources.specs import SimulatorSpec
 
 pytest_plugins = ["test_server_support"]
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
@@ -33,7 +37,16 @@ CHROMIUM_FLAGS = [
 
 DRIVER = r"""
 const { chromium } = require(process.env.PLAYWRIGHT_CORE);
-const [url, shot, profile] = process.argv.slice(2);
+const [url, shotDir, profile, smallUrl] = process.argv.slice(2);
+
+// non-transparent pixels of a canvas
+const inked = (id) => {
+  const c = document.getElementById(id);
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+  return n;
+};
 
 (async () => {
   const context = await chromium.launchPersistentContext(profile, {
@@ -62,20 +75,40 @@ const [url, shot, profile] = process.argv.slice(2);
   }));
   const first = await snapshot();
   await page.waitForFunction(`(${results})() > ${first.results + 20}`, null, { timeout: 60000 });
-  await page.waitForTimeout(500);
+  // an image presented, scored and shown beside the retrieved ones
+  await page.waitForFunction(
+    () => document.querySelector("#presented img") !== null
+      && /over [1-9]/.test(document.getElementById("retrieval-accuracy").textContent),
+    null, { timeout: 60000 });
+  await page.waitForTimeout(800);
   const second = await snapshot();
   const simulatedVisible = await page.isVisible("#simulated-badge");
   const simulatedText = await page.textContent("#simulated-badge");
-  const tracePixels = await page.evaluate(() => {
-    const c = document.getElementById("traces");
-    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-    let n = 0;
-    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
-    return n;
-  });
-  await page.screenshot({ path: shot, fullPage: true });
+  const pixels = {};
+  for (const id of ["traces", "signal", "topomap", "topomap-measured", "curves", "prob-history"]) {
+    pixels[id] = await page.evaluate(inked, id);
+  }
+  const text = await page.evaluate(() => ({
+    accuracy: document.getElementById("retrieval-accuracy").textContent,
+    translation: document.getElementById("translation-info").textContent,
+    signal: document.getElementById("signal-info").textContent,
+    models: document.getElementById("models").textContent,
+    heading: document.getElementById("probabilities-model").textContent,
+    panels: ["probabilities", "retrieval", "translation", "curves", "signal"].map(
+      (p) => [p, !document.getElementById(`${p}-panel`).hidden]),
+  }));
+  await page.screenshot({ path: `${shotDir}/dashboard.png`, fullPage: true });
+  await page.screenshot({ path: `${shotDir}/dashboard-top.png` });
+  // a session with one classifier shows no retrieval or translation panel
+  await page.goto(smallUrl);
+  await page.waitForFunction(`(${results})() > 3`, null, { timeout: 60000 });
+  await page.waitForFunction(() => document.getElementById("probabilities-panel").hidden === false,
+    null, { timeout: 30000 });
+  const small = await page.evaluate(() => ["probabilities", "retrieval", "translation"].map(
+    (p) => [p, !document.getElementById(`${p}-panel`).hidden]));
+  await page.screenshot({ path: `${shotDir}/dashboard-classifier-only.png`, fullPage: true });
   await context.close();
-  const report = { first, second, simulatedVisible, simulatedText, tracePixels, errors };
+  const report = { first, second, simulatedVisible, simulatedText, pixels, text, small, errors };
   console.log(JSON.stringify(report));
 })().catch((e) => { console.error(e); process.exit(1); });
 """
@@ -120,20 +153,24 @@ def _playwright_core() -> Path:
     return module
 
 
-def test_dashboard_shows_live_probabilities(registry, model_ids, tmp_path) -> None:
+def test_dashboard_shows_the_demo_session(tmp_path: Path) -> None:
     chromium = _chromium()
     playwright = _playwright_core()
+    registry = ModelRegistry.discover(None)
+    demo = [m.id for m in registry.infos() if m.packaged and m.id.startswith("demo-")]
+    if len(demo) < 3:
+        pytest.skip(f"the demo models are not built (found {demo}); run `neurocast train demo`")
     script = tmp_path / "drive.js"
     script.write_text(DRIVER)
-    shot = tmp_path / "dashboard.png"
+    shots = Path(os.environ.get("NEUROCAST_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    spec = SimulatorSpec(modality="both", embeddings_path=str(PACKAGED_DIR / "demo-images.npz"))
     with serve(registry) as (server, client):
-        session = client.create_session(
-            SIM_SPEC,
-            [model_ids["classifier"], model_ids["translator"], model_ids["retrieval"]],
-            name="dashboard test",
-        )
+        session = client.create_session(spec, demo, name="dashboard test (SIMULATED)")
         assert session.status == "running", session.error
+        small = client.create_session(SimulatorSpec(modality="meg"), ["demo-classifier"])
         url = f"{server.url}/dashboard/?session={session.id}#token={TOKEN}"
+        small_url = f"{server.url}/dashboard/?session={small.id}#token={TOKEN}"
         env = {
             **os.environ,
             "PLAYWRIGHT_CORE": str(playwright),
@@ -141,7 +178,7 @@ def test_dashboard_shows_live_probabilities(registry, model_ids, tmp_path) -> No
             "CHROMIUM_FLAGS": json.dumps(CHROMIUM_FLAGS),
         }
         run = subprocess.run(
-            ["node", str(script), url, str(shot), str(tmp_path / "profile")],
+            ["node", str(script), url, str(shots), str(tmp_path / "profile"), small_url],
             capture_output=True,
             text=True,
             timeout=300,
@@ -149,7 +186,12 @@ def test_dashboard_shows_live_probabilities(registry, model_ids, tmp_path) -> No
         )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    first, second = report["first"], report["second"]
+    first, second, pixels, text = (
+        report["first"],
+        report["second"],
+        report["pixels"],
+        report["text"],
+    )
     assert report["errors"] == []
     # probabilities are shown for every class and keep changing as results arrive
     assert [c for c, _ in first["probabilities"]] == ["rest", "speech", "motor"]
@@ -159,12 +201,25 @@ def test_dashboard_shows_live_probabilities(registry, model_ids, tmp_path) -> No
         assert 0.0 <= p <= 1.0
     assert sum(p for _, p in second["probabilities"]) == pytest.approx(1.0, abs=0.01)
     assert second["state"].startswith("running")
-    assert second["latencyRows"] == 5
+    assert second["latencyRows"] == 6  # five stages and end to end
     # the stream is simulated, and the page says so
     assert report["simulatedVisible"] and "SIMULATED" in report["simulatedText"]
-    # the top-k retrieved images, with their thumbnails fetched with the token
+    # the top-k retrieved images with their thumbnails, and a running top-5 accuracy
     assert second["topk"] == 5 and second["thumbnails"] == 5
-    # translated MEG traces were drawn
-    assert report["tracePixels"] > 1000
-    assert shot.stat().st_size > 10_000
-    print(f"dashboard screenshot: {shot}")
+    assert "%" in text["accuracy"]
+    # every panel of the three models, the signal view and the topomaps drew something
+    assert dict(text["panels"]) == dict.fromkeys(
+        ["probabilities", "retrieval", "translation", "curves", "signal"], True
+    )
+    for canvas in ("traces", "signal", "topomap", "topomap-measured", "curves", "prob-history"):
+        assert pixels[canvas] > 1000, (canvas, pixels)
+    assert "demo-classifier" in text["models"] and "demo-classifier" in text["heading"]
+    assert "mean running r" in text["translation"] and "channels at 150 Hz" in text["signal"]
+    # a classifier-only session shows only its panel
+    assert dict(report["small"]) == {
+        "probabilities": True,
+        "retrieval": False,
+        "translation": False,
+    }
+    assert (shots / "dashboard.png").stat().st_size > 10_000
+    print(f"dashboard screenshots: {shots}")

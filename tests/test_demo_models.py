@@ -29,7 +29,8 @@ def test_shipped_artifact_is_small_and_says_it_is_simulated(demo_model: OnnxWind
     assert "SIMULATED" in meta.provenance.data
     assert meta.task == "classification" and meta.output.class_names == ["rest", "speech", "motor"]
     values = meta.metrics.values
-    assert values["test_window_balanced_accuracy"] > values["chance_balanced_accuracy"]
+    # the stored accuracy is recomputed from a stream in test_decodes_a_simulated_stream_...
+    assert values["chance_balanced_accuracy"] == pytest.approx(1 / 3)
     assert values["export_max_abs_diff"] <= 1e-4
     assert meta.input.scalogram is not None and meta.input.preprocess.robust_scale is not None
 
@@ -50,7 +51,11 @@ def _active_class(markers: list[tuple[float, str]], t: float, settle_s: float) -
     return onsets[-1][1].removeprefix("class/")
 
 
-def test_decodes_a_simulated_stream_above_chance(demo_model: OnnxWindowModel) -> None:
+#: The README's figure: balanced accuracy per window on a held-out SIMULATED stream.
+README_WINDOW_BALANCED_ACCURACY = 0.996
+
+
+def test_decodes_a_simulated_stream_as_the_readme_says(demo_model: OnnxWindowModel) -> None:
     sim = Simulator(seed=11)  # a seed the model was not trained or tested on
     seconds = 24.0
     data, markers = sim.generate(round(seconds * sim.sfreq))
@@ -62,14 +67,21 @@ def test_decodes_a_simulated_stream_above_chance(demo_model: OnnxWindowModel) ->
     assert spec.scalogram is not None and spec.scalogram.latency_s is not None
     delay = spec.scalogram.latency_s
     blocks = [(m.timestamp, m.value) for m in markers if m.value.startswith("class/")]
-    hits = []
+    truths, decided = [], []
     for r in results:
         truth = _active_class(blocks, r.t_window_end - delay, settle_s=0.6)
         if truth is not None:
-            p = r.payload["probabilities"]
-            hits.append(r.payload["classes"][int(np.argmax(p))] == truth)
-    assert len(hits) > 200
-    assert np.mean(hits) > 0.6  # chance is 1/3
+            truths.append(truth)
+            decided.append(r.payload["classes"][int(np.argmax(r.payload["probabilities"]))])
+    truth_arr, decided_arr = np.array(truths), np.array(decided)
+    assert len(truth_arr) > 200 and set(truth_arr) == {"rest", "speech", "motor"}
+    recall = [np.mean(decided_arr[truth_arr == c] == c) for c in ("rest", "speech", "motor")]
+    balanced = float(np.mean(recall))
+    # recomputed through the live path on a stream of another seed: as good as the README
+    # and the artifact's own figure say, within what ~800 windows can resolve
+    stored = demo_model.metadata.metrics.values["test_window_balanced_accuracy"]
+    assert stored == pytest.approx(README_WINDOW_BALANCED_ACCURACY, abs=5e-4)
+    assert balanced == pytest.approx(README_WINDOW_BALANCED_ACCURACY, abs=0.015)
 
 
 def test_training_is_deterministic(tmp_path: Path) -> None:

@@ -130,7 +130,9 @@ def test_data_arrives_exactly_with_metadata() -> None:
         np.testing.assert_array_equal(ts, stamps)
         np.testing.assert_allclose(data, sent * scale, rtol=1e-6)
         for c in chunks:
-            assert abs(c.clock_offset) < 0.1  # same machine: LSL's estimate is near zero
+            # LSL's clock-offset estimate is carried on every chunk (its size on one machine
+            # is a measurement: bench/source_timing.py)
+            assert np.isfinite(c.clock_offset)
             assert c.receipt_time >= t0
     finally:
         source.close()

@@ -10,6 +10,7 @@ import mne
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from scipy.signal import lfilter
 
 from neurocast.streaming.engine.pipeline import DecodeEngine, decode_array
 from neurocast.streaming.engine.results import Result, ResultKind
@@ -81,6 +82,40 @@ def eegbci(shared_data: Path) -> tuple[StreamInfo, NDArray[np.float32], NDArray[
     return StreamInfo("eegbci S001R04", raw.info), data, T0 + raw.times
 
 
+def synthetic_recording(
+    seconds: float = 12.0, sfreq: float = 160.0, seed: int = 0
+) -> tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]]:
+    """EEG-like noise on EEGBCI's layout (64 channels at 160 Hz, the model's picks among them).
+
+    Brown-ish background plus a 10 Hz rhythm of varying amplitude, tens of microvolts: the
+    scale and spectrum the motor model's filters and robust scaling were written for, with no
+    recording needed.
+    """
+    rng = np.random.default_rng(seed)
+    names = PICKS + [f"E{i:02d}." for i in range(64 - len(PICKS))]
+    info = mne.create_info(names, sfreq, "eeg")
+    n = int(seconds * sfreq)
+    t = np.arange(n) / sfreq
+    # leaky integration of white noise gives the 1/f-like background of scalp EEG
+    background = lfilter([1.0], [1.0, -0.95], rng.standard_normal((len(names), n)), axis=1)
+    alpha = np.sin(2 * np.pi * 10.0 * t + rng.uniform(0, 2 * np.pi, (len(names), 1)))
+    envelope = 1.0 + 0.5 * np.sin(2 * np.pi * 0.3 * t + rng.uniform(0, 2 * np.pi, (len(names), 1)))
+    data = (3e-6 * background + 1.5e-5 * envelope * alpha).astype(np.float32)
+    return StreamInfo("synthetic eegbci layout", info), data, T0 + t
+
+
+@pytest.fixture(
+    scope="module", params=["synthetic", pytest.param("eegbci", marks=pytest.mark.shared_data)]
+)
+def recording(
+    request: pytest.FixtureRequest,
+) -> tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]]:
+    """The engine's input: synthetic EEG always, and the real EEGBCI excerpt when present."""
+    if request.param == "synthetic":
+        return synthetic_recording()
+    return request.getfixturevalue("eegbci")
+
+
 def run_live(
     engine: DecodeEngine, data: NDArray, times: NDArray, seed: int, markers: Sequence[Marker] = ()
 ) -> list[Result]:
@@ -130,12 +165,11 @@ def test_decode_clock_skips_and_never_queues() -> None:
 # ----------------------------------------------------------------- engine on real EEG
 
 
-@pytest.mark.shared_data
 @pytest.mark.parametrize("seed", [0, 1])
 def test_live_decoding_equals_batch(
-    eegbci: tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]], seed: int
+    recording: tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]], seed: int
 ) -> None:
-    stream, data, times = eegbci
+    stream, data, times = recording
     models = [motor_model("a"), motor_model("b", picks=PICKS[::-1])]
     batch = list(decode_array(data, times, stream, models, stride_s=0.025, chunk_s=0.7))
     engine = DecodeEngine(stream, models, stride_s=0.025)
@@ -162,11 +196,10 @@ def test_live_decoding_equals_batch(
     np.testing.assert_allclose(a.payload["window"], b.payload["window"][::-1], atol=1e-4)
 
 
-@pytest.mark.shared_data
 def test_results_carry_window_end_time_and_latency(
-    eegbci: tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]],
+    recording: tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]],
 ) -> None:
-    stream, data, times = eegbci
+    stream, data, times = recording
     results = list(decode_array(data[:, :800], times[:800], stream, [motor_model()]))
     assert results
     for r in results:
@@ -181,11 +214,10 @@ def test_results_carry_window_end_time_and_latency(
         assert sum(r.payload["probabilities"]) == pytest.approx(1.0)
 
 
-@pytest.mark.shared_data
 def test_markers_attach_to_the_windows_they_fall_in(
-    eegbci: tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]],
+    recording: tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]],
 ) -> None:
-    stream, data, times = eegbci
+    stream, data, times = recording
     n = 1600
     markers = [Marker(T0 + 2.0, "class/left"), Marker(T0 + 5.5031, "image/7")]
     results = list(decode_array(data[:, :n], times[:n], stream, [motor_model()], markers=markers))
@@ -198,11 +230,10 @@ def test_markers_attach_to_the_windows_they_fall_in(
         assert sum(m in r.markers for r in results) >= span // 4 - 1  # every window over it
 
 
-@pytest.mark.shared_data
 def test_nan_windows_invalid_then_valid_again(
-    eegbci: tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]],
+    recording: tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]],
 ) -> None:
-    stream, data, times = eegbci
+    stream, data, times = recording
     n = 960  # 6 s
     # a 20 mV electrode offset makes a zero-filled sample a large step for the filters
     clean = data[:, :n] + 0.02
@@ -234,11 +265,10 @@ def pick_rows(stream: StreamInfo) -> list[int]:
     return [stream.ch_names.index(c) for c in PICKS]
 
 
-@pytest.mark.shared_data
 def test_gap_and_clock_jump_invalidate_spanning_windows(
-    eegbci: tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]],
+    recording: tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]],
 ) -> None:
-    stream, data, times = eegbci
+    stream, data, times = recording
     n = 800
     ts = times[:n].copy()
     ts[400:] += 0.5  # 80 samples lost at sample 400
@@ -265,11 +295,10 @@ def test_gap_and_clock_jump_invalidate_spanning_windows(
     assert [r.issues for r in batch] == [r.issues for r in results]
 
 
-@pytest.mark.shared_data
 def test_bad_chunks_refused_and_stream_goes_on(
-    eegbci: tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]],
+    recording: tuple[StreamInfo, NDArray[np.float32], NDArray[np.float64]],
 ) -> None:
-    stream, data, times = eegbci
+    stream, data, times = recording
     engine = DecodeEngine(stream, [motor_model()])
     assert engine.decode_due() == []  # before any data: no window is due
     engine.write(Chunk(data[:, :100].T, times[:100], local_clock()))
@@ -293,3 +322,43 @@ def test_unknown_channel_in_model_picks_is_a_clear_error() -> None:
         DecodeEngine(stream, [motor_model(picks=["Cz", "Oz"])])
     with pytest.raises(ValueError, match="at least one model"):
         DecodeEngine(stream, [])
+
+
+def test_engine_that_fell_behind_the_ring_restarts_its_filters() -> None:
+    """Decoding that falls further behind than the ring holds resets the preprocessing and
+    decodes what is left, exactly as a fresh engine fed only those samples would."""
+    stream, data, times = synthetic_recording(seconds=4.0)
+    model = motor_model()
+    engine = DecodeEngine(stream, [model], capacity_s=1.0, live=False)
+    capacity = engine.ring.capacity
+    engine.write(Chunk(data[:, :100].T, times[:100], local_clock()))
+    assert [r.window_end for r in engine.decode_due()] == [100]
+    end = 100 + 3 * capacity  # three ring-fulls arrive while nothing is decoded
+    for a in range(100, end, 40):
+        engine.write(Chunk(data[:, a : a + 40].T, times[a : a + 40], local_clock()))
+    resets = []
+    original = type(engine.states[0].pre).reset
+
+    def counting_reset(pre: Any) -> None:
+        resets.append(pre)
+        original(pre)
+
+    engine.states[0].pre.reset = counting_reset.__get__(engine.states[0].pre)  # type: ignore[method-assign]
+    (result,) = engine.decode_due()
+    assert resets, "the filters were not restarted"
+    assert result.window_end == end and result.valid
+    assert np.isfinite(result.payload["probabilities"]).all()
+    # the samples the ring still held, through a fresh engine
+    oldest = end - capacity
+    fresh = DecodeEngine(stream, [motor_model()], capacity_s=1.0, live=False)
+    fresh.write(Chunk(data[:, oldest:end].T, times[oldest:end], local_clock()))
+    (expected,) = fresh.decode_due()
+    assert expected.t_window_end == result.t_window_end
+    np.testing.assert_allclose(result.payload["window"], expected.payload["window"], rtol=1e-5)
+    np.testing.assert_allclose(
+        result.payload["probabilities"], expected.payload["probabilities"], rtol=1e-5
+    )
+    # and decoding goes on from there
+    engine.write(Chunk(data[:, end : end + 40].T, times[end : end + 40], local_clock()))
+    assert [r.window_end for r in engine.decode_due()] == [end + 40]
+    assert len(resets) == 1

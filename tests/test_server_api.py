@@ -177,7 +177,9 @@ def test_model_that_does_not_fit_the_stream_fails_with_the_reason(running, model
     session = client.create_session(meg_only, [model_ids["classifier"]])
     try:
         assert session.status == "failed"
-        assert session.error
+        # the reason names what the stream lacks, so the user knows what to change
+        assert session.error is not None and "lacks" in session.error
+        assert model_ids["classifier"] in session.error
     finally:
         client.delete_session(session.id)
 
@@ -262,7 +264,11 @@ def test_dashboard_and_openapi_are_served(running) -> None:
     server, _ = running
     page = httpx.get(server.url + "/", follow_redirects=True)
     assert page.status_code == 200 and "neurocast dashboard" in page.text
-    spec = httpx.get(server.url + "/openapi.json").json()
+    # the API's map follows the auth setting (NEUROCAST_DOCS=auth by default)
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert httpx.get(server.url + path).status_code == 401, path
+        assert httpx.get(server.url + path, headers=AUTH).status_code == 200, path
+    spec = httpx.get(server.url + "/openapi.json", headers=AUTH).json()
     for path in (
         "/v1/sessions",
         "/v1/sessions/{session_id}",
@@ -322,5 +328,7 @@ def test_delete_while_the_source_is_still_opening(registry, model_ids) -> None:
         )
         assert session.status == "starting"
         final = client.delete_session(session.id)  # returns once the resolve has ended
-        assert final.status in ("stopped", "failed")
+        # the resolve ends at its timeout without a stream: the opening failed, and says why
+        assert final.status == "failed"
+        assert final.error is not None and "no-such-stream-here" in final.error
         assert session.id not in {s.id for s in client.sessions()}

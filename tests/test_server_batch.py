@@ -130,14 +130,14 @@ def test_corrupt_and_truncated_uploads(running, data_root, tmp_path, model_ids) 
     truncated = tmp_path / "cut_raw.fif"
     truncated.write_bytes(whole[: len(whole) // 2])
     r = _upload(server, truncated, [clf])
-    if r.status_code == 202:  # the header survived: the job fails while reading samples
-        job = client.wait_job(r.json()["id"], timeout_s=60)
-        assert job.status == "failed" and job.error
-        with pytest.raises(NeurocastError) as err:
-            client.job_results(job.id)
-        assert err.value.status_code == 409
-    else:
-        assert r.status_code == 422 and r.json()["code"] == "unreadable_file"
+    # the header lies in the first half of the file: it is accepted, and the job fails while
+    # reading the samples that are missing
+    assert r.status_code == 202, r.text
+    job = client.wait_job(r.json()["id"], timeout_s=60)
+    assert job.status == "failed" and job.error and "cut_raw.fif" in job.error
+    with pytest.raises(NeurocastError) as err:
+        client.job_results(job.id)
+    assert err.value.status_code == 409
 
     edf = tmp_path / "fake.edf"
     edf.write_bytes(b"0       " + b"\x00" * 300)
@@ -270,4 +270,10 @@ def test_streaming_and_batch_decoding_agree(running, data_root, model_ids) -> No
     assert len({k for k in common if k[0] == clf}) > 20
     assert len({k for k in common if k[0] == tr}) > 20
     for key in common:
-        np.testing.assert_allclose(live[key], batch[key], rtol=1e-5, atol=1e-6, err_msg=str(key))
+        # the translator's MEG is in tesla (~1e-13): an absolute tolerance would accept any
+        # two outputs, so both are compared relative to the window's largest value
+        scale = float(np.abs(batch[key]).max())
+        assert scale > 0, key
+        np.testing.assert_allclose(
+            live[key] / scale, batch[key] / scale, rtol=0, atol=1e-5, err_msg=str(key)
+        )

@@ -38,7 +38,7 @@ def test_api_from_its_schema(registry, tmp_path_factory) -> None:
         session_open_wait_s=2.0,
         max_upload_bytes=1024**2,
     ) as (server, client):
-        schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+        schema = schemathesis.openapi.from_url(server.url + "/openapi.json", headers=AUTH)
         labels: list[str] = []
         calls: list[int] = []
         for result in schema.get_all_operations():

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import struct
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,7 +61,12 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str 
 
 @contextlib.contextmanager
 def serve(registry: ModelRegistry, **settings: Any) -> Iterator[tuple[ServerThread, Client]]:
-    """A real server under uvicorn on a free loopback port, and a client for it."""
+    """A real server under uvicorn on a free loopback port, and a client for it.
+
+    Its state directory is a new temporary one unless ``state_dir`` is given, so that no test
+    restores the sessions or lists the jobs of another.
+    """
+    settings.setdefault("state_dir", Path(tempfile.mkdtemp(prefix="neurocast-state-")))
     app = create_app(Settings(token=TOKEN, **settings), registry)
     server = ServerThread(app)
     with server, Client(server.url, token=TOKEN) as client:

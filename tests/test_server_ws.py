@@ -218,11 +218,17 @@ async def test_deleting_the_session_closes_its_streams(running, model_ids) -> No
 
 
 def test_server_shutdown_with_sessions_running(tmp_path, models_dir, model_ids) -> None:
-    """SIGTERM with live sessions and subscribers: everything stops, the process exits 0."""
+    """SIGTERM with live sessions and subscribers: each subscriber gets a last status and
+    close code 1012, everything stops, the process exits 0."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "NEUROCAST_TOKEN": TOKEN, "NEUROCAST_PACKAGED_MODELS": "off"}
+    env = {
+        **os.environ,
+        "NEUROCAST_TOKEN": TOKEN,
+        "NEUROCAST_PACKAGED_MODELS": "off",
+        "NEUROCAST_STATE_DIR": str(tmp_path / "state"),
+    }
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -257,21 +263,24 @@ def test_server_shutdown_with_sessions_running(tmp_path, models_dir, model_ids) 
             assert r.status_code == 201 and r.json()["status"] == "running", r.text
             ids.append(r.json()["id"])
 
-        async def subscriber() -> int:
+        async def subscriber() -> tuple[int, dict]:
+            last: dict = {}
             async with websockets.connect(
                 f"ws://127.0.0.1:{port}/v1/sessions/{ids[0]}/stream", additional_headers=AUTH
             ) as ws:
-                await ws.send(json.dumps({"type": "subscribe"}))
+                await ws.send(json.dumps({"type": "subscribe", "outputs": ["status"]}))
                 await asyncio.wait_for(ws.recv(), 10)
                 proc.send_signal(signal.SIGTERM)
                 try:
                     while True:
-                        await asyncio.wait_for(ws.recv(), 20)
+                        last = json.loads(await asyncio.wait_for(ws.recv(), 20))
                 except websockets.ConnectionClosed as exc:
-                    return exc.rcvd.code if exc.rcvd else -1
+                    return (exc.rcvd.code if exc.rcvd else -1), last
 
-        code = asyncio.run(subscriber())
-        assert code in (1000, 1001, 1012)
+        code, last = asyncio.run(subscriber())
+        # the README's promise: a last status, then 1012 (service restart)
+        assert code == 1012
+        assert last["type"] == "status" and last["session"]["status"] == "stopped"
         out, _ = proc.communicate(timeout=30)
         log = out.decode()
         # uvicorn re-raises the signal once its graceful shutdown is complete
@@ -288,3 +297,26 @@ def _up(url: str) -> bool:
         return httpx.get(url + "/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+async def test_session_budget_skips_and_end_to_end_latency_in_status(running, model_ids) -> None:
+    server, client = running
+    s = client.create_session(SIM_SPEC, [model_ids["classifier"]], max_lag_ms=400.0)
+    try:
+        assert s.max_lag_ms == 400.0
+        messages = await _collect(ws_url(server, s.id), {"outputs": ["probabilities"]}, 30)
+        ends = [m.window_end for m in messages if isinstance(m, ResultMessage)]
+        status = client.session(s.id)
+        # the simulator delivers in real time and the decoder keeps up: nothing is skipped
+        assert status.n_skipped == 0 and status.skipped_by_reason == {}
+        stride = round(SIM_SPEC.sfreq * 0.025)
+        assert np.all(np.diff(ends) == stride)
+        # measured from the sample (simulator clock = server clock) to the socket write
+        e2e = status.latency["end_to_end"]
+        total = status.latency["total"]
+        assert 0 < e2e.p50_ms and total.p50_ms <= e2e.p50_ms + 1e-6
+        assert status.clock_ahead_ms == 0.0
+    finally:
+        client.delete_session(s.id)
+    with pytest.raises(ValueError, match="max_lag_ms"):  # refused before it is sent
+        client.create_session(SIM_SPEC, [model_ids["classifier"]], max_lag_ms=0.0)

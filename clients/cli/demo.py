@@ -3,7 +3,9 @@
 Starts the server on loopback with the demo models shipped in the package, creates a session
 that decodes the embedded simulator, and opens the dashboard in a browser. With ``--headless``
 (or when no display is available) it prints the decoded results instead, one line each, and
-exits by itself after ``--seconds``.
+exits by itself after ``--seconds``: per printed window, the class probabilities, the top-3
+retrieved pictures with the picture the simulator presented, and the correlation of the
+translated MEG with the simulated MEG (:mod:`neurocast.clients.cli.demo_lines`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import webbrowser
 from neurocast.clients.cli.exit_codes import EXIT_FAILURE, EXIT_OK
 
 DEMO_PREFIX = "demo"
+DEMO_GALLERY = "demo-images"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,14 +56,14 @@ def has_display() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Serve, start the simulator session, then show or print the results."""
+    from neurocast.catalog import PACKAGED_DIR
+    from neurocast.clients.cli.demo_lines import DemoLines
     from neurocast.clients.cli.http_log import quiet_http_log
-    from neurocast.clients.cli.watch import format_message
     from neurocast.clients.client import Client
     from neurocast.server.app import create_app
     from neurocast.server.config import Settings
     from neurocast.server.registry import ModelRegistry
     from neurocast.server.runner import ServerThread
-    from neurocast.streaming.sources.base import local_clock
     from neurocast.streaming.sources.specs import SimulatorSpec
     from neurocast.wire.schemas import OutputName
 
@@ -81,7 +84,12 @@ def run(args: argparse.Namespace) -> int:
     token = settings.effective_token
     server = ServerThread(create_app(settings, registry), port=args.port)
     with server, Client(server.url, token=token) as client:
-        session = client.create_session(SimulatorSpec(), demo, name="neurocast demo (SIMULATED)")
+        # the simulator presents the shipped pictures the retrieval model was trained on
+        gallery = PACKAGED_DIR / f"{DEMO_GALLERY}.npz"
+        spec = SimulatorSpec(
+            modality="both", embeddings_path=str(gallery) if gallery.is_file() else None
+        )
+        session = client.create_session(spec, demo, name="neurocast demo (SIMULATED)")
         if session.status == "failed":
             print(f"neurocast demo: the simulator failed: {session.error}", file=sys.stderr)
             return EXIT_FAILURE
@@ -94,15 +102,18 @@ def run(args: argparse.Namespace) -> int:
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(0.2)
             return EXIT_OK
-        outputs: list[OutputName] = ["probabilities", "retrieval", "translation", "events"]
-        with client.stream(session.id, outputs, decimate=args.decimate) as stream:
+        outputs: list[OutputName] = [
+            "probabilities", "retrieval", "translation", "events", "signal",
+        ]  # fmt: skip
+        lines = DemoLines(args.decimate)
+        with client.stream(session.id, outputs) as stream:
             while deadline is None or time.monotonic() < deadline:
                 remaining = None if deadline is None else max(0.01, deadline - time.monotonic())
                 try:
                     message = stream.receive(timeout=remaining)
                 except (TimeoutError, StopIteration):
                     break
-                line = format_message(message, local_clock)
+                line = lines.line(message)
                 if line:
                     print(line, flush=True)
     return EXIT_OK

@@ -25,6 +25,7 @@ COMMANDS: list[str] = [
     "train",
     "gallery",
     "analyze",
+    "evaluate",
     "record",
     "export_bids",
 ]

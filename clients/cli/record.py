@@ -18,7 +18,8 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from neurocast.clients.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from neurocast.streaming.recording.recorder import RecordingSource, SessionRecorder
+from neurocast.streaming.recording.recorder import SessionRecorder
+from neurocast.streaming.recording.tap import RecordingSource
 from neurocast.streaming.sources.base import SourceError
 from neurocast.streaming.sources.open import open_source
 from neurocast.streaming.sources.specs import (

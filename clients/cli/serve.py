@@ -46,11 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings and serve until interrupted."""
-    import uvicorn
-
     from neurocast.server.app import create_app
     from neurocast.server.config import Settings
-    from neurocast.server.runner import uvicorn_config
+    from neurocast.server.runner import NeurocastServer, uvicorn_config
 
     try:
         settings = Settings.from_env(
@@ -74,5 +72,5 @@ def run(args: argparse.Namespace) -> int:
             f"{settings.effective_token}",
             file=sys.stderr,
         )
-    uvicorn.Server(uvicorn_config(app, settings.host, settings.port, args.log_level)).run()
+    NeurocastServer(uvicorn_config(app, settings.host, settings.port, args.log_level)).run()
     return EXIT_OK

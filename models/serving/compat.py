@@ -7,6 +7,8 @@ rate do not fit the model, saying what to do.
 
 from __future__ import annotations
 
+import dataclasses
+
 import mne
 
 from neurocast.models.serving.onnx_file import (
@@ -45,6 +47,7 @@ def check_stream(metadata: ArtifactMetadata, stream: StreamInfo) -> None:
     """
     spec = metadata.input
     label = f"Model {metadata.name!r}"
+    stream = aliased_stream(metadata, stream)
     names = stream.ch_names
     index = {c: i for i, c in enumerate(names)}
     missing = [c for c in spec.ch_names if c not in index]
@@ -86,6 +89,34 @@ def check_stream(metadata: ArtifactMetadata, stream: StreamInfo) -> None:
             )
 
 
+def aliased_stream(metadata: ArtifactMetadata, stream: StreamInfo) -> StreamInfo:
+    """``stream`` with its channels renamed by the model's ``input.ch_aliases``.
+
+    A channel is renamed only when the stream lacks the target name, so a stream that already
+    uses the model's names is returned unchanged.
+
+    Parameters
+    ----------
+    metadata : ArtifactMetadata
+        The model's metadata.
+    stream : StreamInfo
+        The stream to decode.
+
+    Returns
+    -------
+    stream : StreamInfo
+        The same object when nothing is renamed, else a copy with renamed channels.
+    """
+    aliases = metadata.input.ch_aliases
+    names = set(stream.ch_names)
+    mapping = {s: m for s, m in aliases.items() if s in names and m not in names}
+    if not mapping:
+        return stream
+    info = stream.info.copy()
+    mne.rename_channels(info, mapping)
+    return dataclasses.replace(stream, info=info)
+
+
 def check_graph(data: bytes, meta: ArtifactMetadata, where: str) -> tuple[TensorSpec, TensorSpec]:
     view = memoryview(data)
     graph = None
@@ -105,7 +136,7 @@ def check_graph(data: bytes, meta: ArtifactMetadata, where: str) -> tuple[Tensor
         )
     (inp,) = inputs
     expected = meta.input.shape
-    axes = ("channels", "frequencies", "times") if meta.input.scalogram else ("channels", "times")
+    axes = meta.input.axes
     problems = []
     if inp.elem_type != FLOAT:
         problems.append(f"input {inp.name!r} is not float32")

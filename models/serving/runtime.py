@@ -35,6 +35,8 @@ import onnxruntime as ort
 from numpy.typing import ArrayLike, NDArray
 
 from neurocast.models.serving.artifact import Artifact, load_artifact
+from neurocast.models.serving.compat import aliased_stream
+from neurocast.models.serving.features import FeaturePreprocessor
 from neurocast.streaming.engine.pipeline import OnlinePreprocessor
 from neurocast.streaming.engine.results import ResultKind
 from neurocast.streaming.engine.windows import WindowSpec
@@ -338,10 +340,12 @@ class OnnxWindowModel:
             If the stream does not fit (see :meth:`Artifact.check_stream`).
         """
         self.artifact.check_stream(stream)
+        stream = aliased_stream(self.metadata, stream)
         spec = self.metadata.input
-        pre = SignalPreprocessor(
-            spec.preprocess.model_copy(update={"picks": spec.ch_names}), stream
-        )
+        picked = spec.preprocess.model_copy(update={"picks": spec.ch_names})
+        if spec.features is not None:
+            return FeaturePreprocessor(picked, spec.features, stream)
+        pre = SignalPreprocessor(picked, stream)
         if spec.scalogram is None:
             return pre
         block = max(1, round(spec.stride_s * spec.scalogram.sfreq_hz))

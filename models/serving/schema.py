@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurocast.streaming.engine.results import ResultKind
+from neurocast.models.serving.features import FeatureSpec
 from neurocast.streaming.engine.windows import WindowSpec
 from neurocast.streaming.preprocessing.filters import PreprocessSpec
 from neurocast.streaming.preprocessing.scalogram import ScalogramSpec
@@ -76,6 +77,14 @@ class InputSpec(_Spec):
         preprocessing's robust scaling then applies to the continuous signal before the
         wavelets (recommended for MEG in tesla, whose power underflows float32); baseline
         and clipping are not allowed.
+    features : FeatureSpec | None
+        A filter bank, or numpy steps (covariance, tangent space, Riemannian distances)
+        between the preprocessing and the graph (:mod:`.features`); the graph then reads
+        their output.
+    ch_aliases : dict of str to str
+        Stream channel name → model channel name, applied to a stream that lacks the model's
+        names (e.g. the raw EEGBCI names ``"Fc5."`` → ``"FC5"`` for a model trained on
+        standardised names).
     """
 
     ch_names: list[str] = Field(min_length=1)
@@ -86,6 +95,8 @@ class InputSpec(_Spec):
     stride_s: float = Field(0.025, gt=0)
     preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
     scalogram: ScalogramSpec | None = None
+    features: FeatureSpec | None = None
+    ch_aliases: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> InputSpec:
@@ -102,6 +113,10 @@ class InputSpec(_Spec):
                 "preprocess.picks must be None or equal to ch_names (the model's channels in "
                 "its order)."
             )
+        if self.features is not None:
+            if self.scalogram is not None:
+                raise ValueError("features and scalogram cannot be combined.")
+            self.features.output_shape(len(self.ch_names), self.n_times)
         if self.scalogram is not None:
             if not same_rate(self.scalogram.sfreq_hz, self.model_sfreq_hz):
                 raise ValueError(
@@ -140,7 +155,18 @@ class InputSpec(_Spec):
         """Shape of one input, without the batch dimension."""
         if self.scalogram is not None:
             return (len(self.ch_names), self.scalogram.n_freqs, self.n_times)
+        if self.features is not None:
+            return self.features.output_shape(len(self.ch_names), self.n_times)
         return (len(self.ch_names), self.n_times)
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """Names of the input's axes, without the batch axis."""
+        if self.scalogram is not None:
+            return ("channels", "frequencies", "times")
+        if self.features is not None:
+            return self.features.axes()
+        return ("channels", "times")
 
 
 class OutputSpec(_Spec):

@@ -7,7 +7,8 @@
 inside the class blocks exactly as the decode engine will cut them, validation on held-out
 blocks, early stopping), measuring its balanced accuracy on a second stream of another seed
 (the same simulated subject) before exporting it. :func:`build_demo_models` writes the small
-model that ships with the package (``models/artifacts/demo-classifier.onnx``; rebuild it with
+models that ship with the package (``models/artifacts/``: the classifier, the demo gallery,
+the retrieval brain module and the EEG→MEG translator; rebuild them with
 ``neurocast train demo``).
 """
 
@@ -23,6 +24,15 @@ import numpy as np
 from neurocast.models.serving.artifact import Artifact
 from neurocast.models.serving.schema import InputSpec, Provenance
 from neurocast.models.training.classifier import TrainConfig, export_classifier
+from neurocast.models.training.demo_decoders import (
+    DEMO_RETRIEVAL,
+    DEMO_TRANSLATOR,
+    DemoRetrievalConfig,
+    DemoTranslatorConfig,
+    train_demo_retrieval,
+    train_demo_translator,
+)
+from neurocast.models.training.demo_gallery import build_demo_gallery
 from neurocast.models.training.export import git_commit
 from neurocast.models.training.recipes.classifier import (
     ClassifierRecipe,
@@ -238,6 +248,9 @@ def train_simulated_classifier(
 def build_demo_models(out_dir: str | Path = ARTIFACT_DIR, *, seed: int = 0) -> list[Artifact]:
     """Train and write the models the demo ships with (``neurocast train demo``).
 
+    The classifier, the demo gallery (pictures embedded with EfficientNet-Lite0), the brain
+    module retrieving its pictures and the EEG→MEG translator, each by its family's recipe.
+
     Parameters
     ----------
     out_dir : path-like
@@ -250,6 +263,17 @@ def build_demo_models(out_dir: str | Path = ARTIFACT_DIR, *, seed: int = 0) -> l
     artifacts : list of Artifact
         The written artifacts.
     """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     config = SimulatedClassifierConfig(seed=seed)
-    path = Path(out_dir) / f"{DEMO_CLASSIFIER}.onnx"
-    return [train_simulated_classifier(path, config)]
+    artifacts = [train_simulated_classifier(out / f"{DEMO_CLASSIFIER}.onnx", config)]
+    gallery = build_demo_gallery(out)
+    artifacts.append(
+        train_demo_retrieval(
+            str(out / f"{DEMO_RETRIEVAL}.onnx"), gallery, DemoRetrievalConfig(seed=seed)
+        )
+    )
+    artifacts.append(
+        train_demo_translator(str(out / f"{DEMO_TRANSLATOR}.onnx"), DemoTranslatorConfig(seed=seed))
+    )
+    return artifacts

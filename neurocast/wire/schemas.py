@@ -21,7 +21,12 @@ JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED_JOB_STATES: tuple[JobState, ...] = ("done", "failed", "cancelled")
 OutputName: TypeAlias = ResultKind | Literal["events", "status"]
 ResultFormat = Literal["json", "npz", "parquet"]
-ALL_OUTPUTS: tuple[OutputName, ...] = (*get_args(ResultKind), "events", "status")
+# the raw-signal output is opt-in: it is the heaviest and only displays need it
+ALL_OUTPUTS: tuple[OutputName, ...] = (
+    *(k for k in get_args(ResultKind) if k != "signal"),
+    "events",
+    "status",
+)
 
 
 class _Model(BaseModel):
@@ -91,7 +96,21 @@ class SessionCreate(_Model):
     stride_s: float = Field(
         0.025, ge=0.005, le=10.0, description="Time between window ends, in seconds."
     )
+    max_lag_ms: float = Field(
+        250.0,
+        gt=0,
+        le=20_000.0,
+        description="Latency budget in milliseconds: every due window is decoded, in order, "
+        "unless it waited longer than this beyond its delivery by the device (then it is "
+        "skipped and counted in `skipped_by_reason.over_budget`). Chunked delivery (LSL "
+        "chunks, 1 s FieldTrip blocks) never causes skips; a decoder that cannot keep up does.",
+    )
     name: str | None = Field(None, max_length=200, description="A label for humans.")
+    record: bool = Field(
+        False,
+        description="Record the session from its start (raw stream, markers and every "
+        "output) to XDF; see `POST /v1/sessions/{id}/recording`.",
+    )
 
 
 class Percentiles(_Model):
@@ -111,6 +130,27 @@ class StreamSummary(_Model):
     simulated: bool
 
 
+class ChannelModel(_Model):
+    """One channel of a session's stream."""
+
+    name: str
+    type: str = Field(description="MNE channel type: `mag`, `grad`, `eeg`, `stim`, ...")
+    pos_m: list[float] | None = Field(
+        None,
+        description="Sensor position (x, y, z) in metres, in the stream's own frame (head "
+        "frame for EEG, device frame for MEG); None when the stream does not say.",
+    )
+
+
+class SessionChannels(_Model):
+    """The channels of a session's stream, with their positions (for sensor-layout views)."""
+
+    session_id: str
+    sfreq_hz: float
+    simulated: bool
+    channels: list[ChannelModel]
+
+
 class SessionStatus(_Model):
     """State and figures of a session."""
 
@@ -127,13 +167,29 @@ class SessionStatus(_Model):
     stream: StreamSummary | None = Field(None, description="Known once the source is open.")
     created_at: float = Field(description="Creation time, Unix seconds.")
     stride_s: float
+    max_lag_ms: float = Field(250.0, description="The session's latency budget, milliseconds.")
     n_decoded: int = Field(description="Windows decoded so far.")
-    n_skipped: int = Field(description="Windows skipped because decoding fell behind.")
+    n_skipped: int = Field(
+        description="Windows skipped because decoding could not keep up (older than the "
+        "latency budget)."
+    )
+    skipped_by_reason: dict[str, int] = Field(
+        default_factory=dict, description="`n_skipped` by reason (`over_budget`)."
+    )
+    clock_ahead_ms: float = Field(
+        0.0,
+        description="How far the source clock (after LSL's clock correction) runs ahead of the "
+        "server's over the recent windows, in milliseconds; 0 when it does not. Results then "
+        "carry the `clock_ahead` issue and a negative acquisition latency.",
+    )
     decode_rate_hz: float = Field(description="Windows decoded per second since start.")
     latency: dict[str, Percentiles] = Field(
         default_factory=dict,
         description="Per stage (`acquisition`, `preprocessing`, `inference`, `delivery`, "
-        "`total`): p50 and p99 in milliseconds over the recent windows.",
+        "`total`) and `end_to_end` (from the window's last sample, source clock corrected by "
+        "the clock offset, to the message being written to a WebSocket): p50 and p99 in "
+        "milliseconds over the recent windows. Acquisition (and end to end) are negative "
+        "when the source clock runs ahead.",
     )
     subscribers: int = Field(description="WebSocket clients connected now.")
     dropped_messages: int = Field(description="Messages dropped for slow clients so far.")
@@ -153,7 +209,12 @@ class Subscribe(_Model):
     """Client → server: choose what to receive (may be sent again to change it)."""
 
     type: Literal["subscribe"] = "subscribe"
-    outputs: list[OutputName] = Field(default_factory=lambda: list(ALL_OUTPUTS))
+    outputs: list[OutputName] = Field(
+        default_factory=lambda: list(ALL_OUTPUTS),
+        description="Result kinds, `events` and `status` (default all of these); `signal` "
+        "(opt-in) adds the incoming stream, resampled to 150 Hz and band-passed 1-40 Hz as the "
+        "translators' input is, as binary frames of kind `signal`.",
+    )
     decimate: int = Field(1, ge=1, le=10_000, description="Send every n-th result per model.")
     models: list[str] | None = Field(None, description="Only these models (default all).")
 

@@ -26,6 +26,7 @@ import numpy as np
 import ray
 
 from neurocast.catalog import load_models
+from neurocast.server.cluster.plain import result_from_plain, result_to_plain
 from neurocast.streaming.engine.batch import (
     RecordingError,
     WindowCounter,
@@ -33,6 +34,7 @@ from neurocast.streaming.engine.batch import (
     decode_recording,
     load_recording,
 )
+from neurocast.streaming.engine.results import Result
 from neurocast.wire.tables import to_parquet
 
 
@@ -222,3 +224,82 @@ def decode_recordings(
 
 def _item(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _decode_file_task(
+    path: str, model_ids: list[str], models_dir: str | None, stride_s: float
+) -> dict[str, Any]:
+    """Body of the Ray task :func:`decode_file_on_cluster` submits."""
+    try:
+        recording = load_recording(Path(path))
+        models = load_models(model_ids, Path(models_dir) if models_dir else None)
+        check_models(recording.stream, models)
+    except RecordingError as exc:
+        return {"error": str(exc), "results": []}
+    results = decode_recording(recording, models, stride_s=stride_s)
+    return {"error": None, "results": [result_to_plain(r) for r in results]}
+
+
+def decode_file_on_cluster(
+    path: Path,
+    model_ids: Sequence[str],
+    *,
+    models_dir: Path | None = None,
+    stride_s: float = 0.025,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    max_retries: int = 3,
+    on_result: Callable[[Result], None] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+    poll_s: float = 0.2,
+) -> list[Result]:
+    """Decode one recording in a Ray task: the drop-in of
+    :func:`~neurocast.streaming.engine.batch.decode_recording` for the service's batch jobs.
+
+    Parameters
+    ----------
+    path : Path
+        The recording, readable where the task runs.
+    model_ids : sequence of str
+        Models to run (loaded in the task).
+    models_dir : Path | None
+        Folder of artifacts besides the packaged ones.
+    stride_s : float
+        Time between window ends in seconds.
+    num_cpus, num_gpus : float
+        Resources the task reserves.
+    max_retries : int
+        Times the task is run again when its worker dies.
+    on_result : callable | None
+        Called with every result once the task has finished (progress arrives all at once).
+    cancelled : callable
+        Polled every ``poll_s`` seconds; the task is cancelled when it returns True.
+    poll_s : float
+        Polling period in seconds.
+
+    Returns
+    -------
+    results : list of Result
+        One per model per window, in time order (empty when cancelled).
+
+    Raises
+    ------
+    RecordingError
+        When the file cannot be read or a model does not fit it.
+    """
+    task = ray.remote(_decode_file_task).options(
+        num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries
+    )
+    ref = task.remote(str(path), list(model_ids), str(models_dir) if models_dir else None, stride_s)
+    while not ray.wait([ref], timeout=poll_s)[0]:
+        if cancelled():
+            ray.cancel(ref, force=True)
+            return []
+    reply: dict[str, Any] = ray.get(ref)
+    if reply["error"] is not None:
+        raise RecordingError(reply["error"])
+    results = [result_from_plain(r) for r in reply["results"]]
+    if on_result is not None:
+        for r in results:
+            on_result(r)
+    return results

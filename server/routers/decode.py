@@ -62,6 +62,7 @@ async def _save_upload(upload: UploadFile) -> tuple[Path, Path]:
         **error(404, "A path that does not exist."),
         **error(413, "The upload exceeds the size limit."),
         422: {"description": "Unknown model, unreadable file, or a model that does not fit it."},
+        **error(429, "The job queue is full; `Retry-After` says when to try again."),
     },
 )
 async def decode(
@@ -90,6 +91,7 @@ async def decode(
             "one_input_needed",
             "Send exactly one of 'file' (an upload) or 'path' (a file under the data root).",
         )
+    state.jobs.check_backlog()  # before an upload of possibly hundreds of MB is stored
     cleanup: Path | None = None
     if file is not None:
         target, cleanup = await _save_upload(file)

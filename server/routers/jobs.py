@@ -6,11 +6,12 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import FileResponse
 
 from neurocast.server.deps import StateDep
 from neurocast.server.routers.common import error
 from neurocast.wire.schemas import JobList, JobResults, JobStatus, ResultFormat
-from neurocast.wire.tables import MEDIA_TYPES, to_bytes
+from neurocast.wire.tables import MEDIA_TYPES
 
 router = APIRouter(prefix="/jobs", tags=["batch decoding"])
 
@@ -68,12 +69,13 @@ async def job_results(
     format: Annotated[ResultFormat, Query(description="json, npz or parquet")] = "json",
 ) -> Response:
     """The decoded windows: one record per model and window (see the README for the layout)."""
-    job = state.jobs.finished(job_id)
-    body = await asyncio.to_thread(to_bytes, format, job.results, job.simulated, job.id)
+    body = await asyncio.to_thread(state.jobs.results, job_id, format)
     headers = {}
     if format != "json":
-        headers["Content-Disposition"] = f'attachment; filename="{job.id}.{format}"'
-    return Response(body, media_type=MEDIA_TYPES[format], headers=headers)
+        headers["Content-Disposition"] = f'attachment; filename="{job_id}.{format}"'
+    if isinstance(body, bytes):
+        return Response(body, media_type=MEDIA_TYPES[format], headers=headers)
+    return FileResponse(body, media_type=MEDIA_TYPES[format], headers=headers)
 
 
 @router.delete(
@@ -82,6 +84,9 @@ async def job_results(
     summary="Cancel and forget a job",
     responses=_NOT_FOUND,
 )
-def delete_job(job_id: str, state: StateDep) -> JobStatus:
-    """Stop a running job (between windows) and free its results."""
-    return state.jobs.delete(job_id).status()
+async def delete_job(job_id: str, state: StateDep) -> JobStatus:
+    """Stop a running job (between windows) and free its results.
+
+    Answers once a running job has stopped (``cancelled``), or after 10 s.
+    """
+    return await state.jobs.delete(job_id)

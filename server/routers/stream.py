@@ -21,8 +21,6 @@ from neurocast.wire.schemas import (
     Subscribed,
 )
 
-SUBSCRIBE_TIMEOUT_S = 30.0
-
 router = APIRouter()
 
 
@@ -44,7 +42,10 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     Authenticate with ``Authorization: Bearer <token>`` or ``?token=<token>``. Send a
     ``subscribe`` message first; the server answers ``subscribed`` and then sends the chosen
     outputs as they come, ``dropped`` when this client's queue overflowed, ``status``
-    periodically, and closes with code 1000 when the session is deleted.
+    periodically. Close codes: 1000 when the session is deleted and 1012 when the server
+    shuts down (both after a last ``status``), 1008 for a bad first message, no subscription
+    within ``NEUROCAST_WS_SUBSCRIBE_TIMEOUT_S``, or a client that accepted nothing for
+    ``NEUROCAST_WS_IDLE_TIMEOUT_S``.
     """
     state = ws_state(websocket)
     if not token_ok(state.settings, websocket_token(websocket)):
@@ -63,9 +64,16 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     await websocket.accept()
     hub = session.hub
     try:
-        first = await asyncio.wait_for(_receive_subscribe(websocket), SUBSCRIBE_TIMEOUT_S)
+        first = await asyncio.wait_for(
+            _receive_subscribe(websocket), state.settings.ws_subscribe_timeout_s
+        )
     except TimeoutError:
-        await _close_with_error(websocket, "subscribe_timeout", "Send a subscribe message first.")
+        await _close_with_error(
+            websocket,
+            "subscribe_timeout",
+            f"No subscribe message within {state.settings.ws_subscribe_timeout_s:g} s; send "
+            '{"type": "subscribe", "outputs": [...]} first.',
+        )
         return
     except WebSocketDisconnect:
         return

@@ -1,10 +1,9 @@
 // neurocast dashboard: subscribes to one session over WebSocket and draws what it decodes.
 "use strict";
 
-const OUTPUTS = ["probabilities", "retrieval", "translation", "embedding", "events", "status"];
+const OUTPUTS = ["probabilities", "retrieval", "translation", "embedding", "events", "status", "signal"];
+const PRESENTED_FOR_S = 0.7;  // an image counts as presented this long after its onset, seconds
 const HISTORY_POINTS = 240;   // probability history shown, in results
-const TRACE_SECONDS = 2.0;    // translated MEG shown, in seconds
-const TRACE_CHANNELS = 12;    // channels drawn (evenly picked)
 const COLOURS = ["#4fb3ff", "#5ad17a", "#ffb347", "#ff6b6b", "#c792ea", "#7fdbca", "#f78c6c", "#d7dae0"];
 
 const $ = (id) => document.getElementById(id);
@@ -24,9 +23,20 @@ const state = {
   probs: new Map(),        // model -> {classes, probabilities}
   history: new Map(),      // model -> array of probability arrays
   topk: new Map(),         // model -> [{image_id, label, score, thumbnail_url}]
-  traces: null,            // {model, chNames, picks, sfreq, buffers, lastEnd, streamSfreq}
+  translationModel: null,
   events: [],
   thumbs: new Map(),       // thumbnail url -> object URL (fetched with the token)
+  modelInfo: new Map(),    // model id -> ModelInfo (GET /v1/models)
+  layout: null,            // {chNames, types, positions} of the stream (GET .../channels)
+  signal: null,            // SampleRing of the incoming stream
+  translated: null,        // SampleRing of translated MEG
+  markers: [],             // every event, oldest first (bounded), for times since events
+  curves: new Map(),       // model -> DecodingCurve
+  presented: null,         // image id on screen now
+  retrievalHits: 0,
+  retrievalCount: 0,
+  gain: 1,
+  lastSlow: 0,
 };
 
 function authHeaders() {
@@ -94,8 +104,10 @@ async function refreshSessions() {
 function resetView() {
   Object.assign(state, {
     results: 0, dropped: 0, lastWindowEnd: null, lastLatency: null, status: null,
-    traces: null, events: [], simulated: false, dirty: true,
+    translationModel: null, events: [], simulated: false, dirty: true, layout: null, signal: null,
+    translated: null, markers: [], presented: null, retrievalHits: 0, retrievalCount: 0,
   });
+  state.curves.clear();
   state.probs.clear();
   state.history.clear();
   state.topk.clear();
@@ -158,6 +170,7 @@ function handleMessage(msg) {
       state.lastLatency = msg.latency;
       setSimulated(msg.simulated);
       if (msg.kind === "probabilities") {
+        scoreClassifier(msg);
         state.probs.set(msg.model, msg.payload);
         const hist = state.history.get(msg.model) || [];
         hist.push(msg.payload.probabilities);
@@ -165,16 +178,20 @@ function handleMessage(msg) {
         state.history.set(msg.model, hist);
       } else if (msg.kind === "retrieval") {
         state.topk.set(msg.model, msg.payload.topk || []);
+        scoreRetrieval(msg);
       }
       break;
     case "events":
       setSimulated(msg.simulated);
       for (const e of msg.events) state.events.unshift(e);
       state.events.length = Math.min(state.events.length, 50);
+      state.markers.push(...msg.events);
+      if (state.markers.length > 400) state.markers.splice(0, state.markers.length - 400);
       break;
     case "status":
       state.status = msg.session;
       setSimulated(msg.session.simulated);
+      followSession(msg.session);
       break;
     case "dropped":
       state.dropped = msg.total_dropped;
@@ -188,35 +205,26 @@ function handleMessage(msg) {
 }
 
 function handleFrame(frame) {
+  if (frame.meta.kind === "signal") {
+    const names = frame.meta.ch_names || [];
+    if (!state.signal || state.signal.chNames.length !== names.length) {
+      state.signal = new SampleRing(names, frame.sfreqHz, Math.max(SIGNAL_SECONDS, CORR_SECONDS) + 1);
+      fillChannelPicks(names, frame.meta.ch_types || []);
+    }
+    state.signal.push(frame);
+    return;
+  }
+  const names = frame.meta.ch_names || [];
+  if (!state.translated || state.translated.chNames.length !== names.length) {
+    state.translated = new SampleRing(names, frame.sfreqHz, CORR_SECONDS + 1);
+    fillOverlayPicks(names, frame.meta.ch_types || []);
+  }
+  state.translated.push(frame);
   state.results += 1;
   state.lastWindowEnd = frame.windowEnd;
   state.lastLatency = frame.meta.latency;
+  state.translationModel = frame.meta.model;
   setSimulated(frame.simulated);
-  const streamSfreq = state.status && state.status.stream ? state.status.stream.sfreq_hz : null;
-  let t = state.traces;
-  if (!t || t.model !== frame.meta.model || t.nChannels !== frame.nChannels) {
-    const n = Math.max(1, Math.round(TRACE_SECONDS * frame.sfreqHz));
-    const step = Math.max(1, frame.nChannels / TRACE_CHANNELS);
-    const picks = [];
-    for (let c = 0; c < frame.nChannels && picks.length < TRACE_CHANNELS; c += step) picks.push(Math.floor(c));
-    t = state.traces = {
-      model: frame.meta.model, nChannels: frame.nChannels, chNames: frame.meta.ch_names || [],
-      picks, sfreq: frame.sfreqHz, buffers: picks.map(() => new Float32Array(n)), lastEnd: null,
-    };
-  }
-  // append only the samples that are new since the previous window (windows overlap)
-  let fresh = frame.nSamples;
-  if (t.lastEnd !== null && streamSfreq) {
-    fresh = Math.round(((frame.windowEnd - t.lastEnd) / streamSfreq) * frame.sfreqHz);
-  }
-  fresh = Math.max(0, Math.min(frame.nSamples, fresh));
-  t.lastEnd = frame.windowEnd;
-  t.picks.forEach((ch, i) => {
-    const buf = t.buffers[i];
-    buf.copyWithin(0, fresh);
-    const row = frame.data.subarray(ch * frame.nSamples, (ch + 1) * frame.nSamples);
-    buf.set(row.subarray(frame.nSamples - fresh), buf.length - fresh);
-  });
 }
 
 // ------------------------------------------------------------------------------------ drawing
@@ -249,10 +257,12 @@ function renderLatency() {
     delete last.delivery_ms; // measured by the server as it sends: see the percentiles
   }
   const pct = (state.status && state.status.latency) || {};
-  const stages = ["acquisition", "preprocessing", "inference", "delivery", "total"];
+  const stages = ["acquisition", "preprocessing", "inference", "delivery", "total", "end_to_end"];
+  const budget = state.status ? state.status.max_lag_ms : Infinity;
   const rows = stages.map((stage) => {
     const tr = document.createElement("tr");
     const p = pct[stage] || {};
+    if (p.p99_ms > budget) tr.className = "alert";
     for (const v of [stage, fmt(last[`${stage}_ms`]), fmt(p.p50_ms), fmt(p.p99_ms)]) {
       const td = document.createElement("td");
       td.textContent = v;
@@ -376,35 +386,7 @@ function renderRetrieval() {
   root.replaceChildren(...blocks);
 }
 
-function renderTraces() {
-  const t = state.traces;
-  const canvas = $("traces");
-  const ctx = canvas.getContext("2d");
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  if (!t) return;
-  $("translation-info").textContent =
-    `${t.model}: ${t.nChannels} channels at ${fmt(t.sfreq, 1)} Hz, ${t.picks.length} shown`;
-  $("translation-info").className = "";
-  const rowH = canvas.height / t.picks.length;
-  t.buffers.forEach((buf, i) => {
-    let scale = 0;
-    for (const v of buf) scale = Math.max(scale, Math.abs(v));
-    scale = scale || 1;
-    const mid = rowH * (i + 0.5);
-    ctx.strokeStyle = COLOURS[i % COLOURS.length];
-    ctx.lineWidth = 1;
-    ctx.beginPath();
-    const dx = canvas.width / (buf.length - 1 || 1);
-    for (let k = 0; k < buf.length; k++) {
-      const y = mid - (0.45 * rowH * buf[k]) / scale;
-      if (k === 0) ctx.moveTo(0, y); else ctx.lineTo(k * dx, y);
-    }
-    ctx.stroke();
-    ctx.fillStyle = "#8b98a5";
-    ctx.font = "10px sans-serif";
-    ctx.fillText(t.chNames[t.picks[i]] || `ch ${t.picks[i]}`, 4, rowH * i + 11);
-  });
-}
+// renderTraces and the other panels of the translation, signal and decoding views: panels.js
 
 function renderEvents() {
   const items = state.events.slice(0, 30).map((e) => {
@@ -422,8 +404,18 @@ function frame() {
     renderLatency();
     renderProbabilities();
     renderRetrieval();
-    renderTraces();
+    renderPresented();
     renderEvents();
+    renderHealth();
+    const now = performance.now();
+    if (now - state.lastSlow > 150) {
+      // the canvases are redrawn at most every 150 ms: enough for the eye, light on the CPU
+      state.lastSlow = now;
+      renderSignal();
+      renderTraces();
+      renderTopomaps();
+      drawCurves($("curves"), state.curves);
+    }
   }
   requestAnimationFrame(frame);
 }
@@ -448,6 +440,16 @@ function init() {
   });
   $("session-select").addEventListener("change", (ev) => connect(ev.target.value));
   $("decimate").addEventListener("change", () => connect(state.sessionId));
+  $("signal-type").addEventListener("change", () => state.signal && fillChannelPicks(state.signal.chNames, null));
+  $("gain-up").addEventListener("click", () => { state.gain *= 2; state.dirty = true; });
+  $("gain-down").addEventListener("click", () => { state.gain /= 2; state.dirty = true; });
+  for (const id of ["signal-channels", "overlay-channels"]) {
+    $(id).addEventListener("change", () => { state.dirty = true; });
+  }
+  api("/v1/models").then((r) => {
+    for (const m of r.models) state.modelInfo.set(m.id, m);
+    if (state.status) followSession(state.status);
+  }).catch(() => {});
   if (state.sessionId) connect(state.sessionId);
   refreshSessions();
   setInterval(refreshSessions, 5000);

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from neurocast.streaming.engine.pipeline import WindowModel, decode_array
 from neurocast.streaming.engine.results import Result
-from neurocast.streaming.io import is_simulated
+from neurocast.streaming.io import format_name, is_simulated
 from neurocast.streaming.sources.base import Marker, SourceError, StreamInfo
 from neurocast.streaming.sources.replay import open_recording, recording_events
 
@@ -55,12 +55,13 @@ def read_header(path: Path) -> mne.io.BaseRaw:
     Raises
     ------
     RecordingError
-        If MNE cannot read it or it holds no samples; the message names the file and why.
+        If MNE cannot read it or it holds no samples; the message names the file, its format,
+        what was expected and what was found.
     """
     try:
-        return open_recording(path)
+        return open_recording(path, verb="decode")
     except SourceError as exc:
-        raise RecordingError(str(exc).replace(str(path), repr(path.name))) from None
+        raise RecordingError(str(exc)) from None
 
 
 def stream_of(raw: mne.io.BaseRaw, path: Path) -> StreamInfo:
@@ -87,8 +88,8 @@ def load_recording(path: Path) -> Recording:
         positions, values = recording_events(raw)
     except Exception as exc:
         raise RecordingError(
-            f"Reading the samples of {path.name!r} failed ({type(exc).__name__}: {exc}); the "
-            f"file is probably truncated or corrupt."
+            f"Cannot decode {path.name!r}: reading its samples as {format_name(path)} failed "
+            f"({type(exc).__name__}: {exc}); the file is probably truncated or corrupt."
         ) from None
     sfreq = raw.info["sfreq"]
     timestamps = np.arange(data.shape[1]) / sfreq

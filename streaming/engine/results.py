@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from neurocast.streaming.sources.base import Marker
 
-ResultKind = Literal["probabilities", "retrieval", "translation", "embedding"]
+# "signal" is the stream itself, decimated for display (sent only to clients that ask for it)
+ResultKind = Literal["probabilities", "retrieval", "translation", "embedding", "signal"]
 
 
 @dataclass

@@ -35,7 +35,6 @@ cannot keep up and more than ``max_pending_bytes`` wait to be written.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import threading
 import time
@@ -46,16 +45,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from mne.io.constants import FIFF
 from numpy.typing import NDArray
 
 from neurocast.streaming.engine.results import Result
-from neurocast.streaming.recording.xdf import ChannelFormat, ChannelMeta, XDFWriter
+from neurocast.streaming.recording.content import OUTPUT_TYPES, channel_meta, prepare_result
+from neurocast.streaming.recording.xdf import ChannelFormat, XDFWriter
 from neurocast.streaming.sources.base import (
     Chunk,
     Marker,
-    Source,
-    SourceStatus,
     StreamInfo,
     local_clock,
 )
@@ -64,14 +61,6 @@ logger = logging.getLogger(__name__)
 
 RecorderState = Literal["idle", "recording", "stopped", "failed"]
 
-_UNITS = {FIFF.FIFF_UNIT_V: "V", FIFF.FIFF_UNIT_T: "T", FIFF.FIFF_UNIT_T_M: "T/m"}
-_TYPE_UNITS = {"eeg": "V", "eog": "V", "ecg": "V", "emg": "V", "mag": "T", "grad": "T/m"}
-_OUTPUT_TYPES = {
-    "probabilities": "Probabilities",
-    "retrieval": "Retrieval",
-    "embedding": "Embedding",
-    "translation": "Translation",
-}
 _BATCH_BYTES = 16 * 2**20  # flush early when this much is serialised, to bound memory
 
 
@@ -217,8 +206,6 @@ class SessionRecorder:
         # owned by the writer thread
         self._raw: dict[str, _RawStream] = {}
         self._outputs: dict[tuple[str, str, int], _OutputStream] = {}
-
-    # ------------------------------------------------------------------ control
 
     def start(self) -> None:
         """Create the file, write its header and start the writer thread.
@@ -385,7 +372,7 @@ class SessionRecorder:
         accepted : bool
             False when the recorder is not recording, or the result's kind is unknown.
         """
-        prepared = _prepare_result(result)
+        prepared = prepare_result(result)
         if prepared is None:
             return False
         nbytes = int(getattr(prepared.get("values"), "nbytes", 256))
@@ -523,7 +510,7 @@ class SessionRecorder:
     def _add_raw(writer: XDFWriter, stream: StreamInfo, fmt: ChannelFormat) -> _RawStream:
         info = stream.info
         types = info.get_channel_types()
-        channels = [_channel_meta(ch, t) for ch, t in zip(info["chs"], types, strict=True)]
+        channels = [channel_meta(ch, t) for ch, t in zip(info["chs"], types, strict=True)]
         desc: dict[str, object] = {}
         if stream.simulated:
             desc["simulated"] = "true"
@@ -586,7 +573,7 @@ class SessionRecorder:
             out = _OutputStream(
                 writer.add_stream(
                     name=f"{r['model']}-{r['kind']}",
-                    type=_OUTPUT_TYPES[r["kind"]],
+                    type=OUTPUT_TYPES[r["kind"]],
                     channel_count=r["n_channels"],
                     nominal_srate=r["srate"],
                     channel_format=r["fmt"],
@@ -610,148 +597,3 @@ class SessionRecorder:
             out.last_offset, out.last_offset_time = r["clock_offset"], float(ts[-1])
         writer.write_samples(out.stream_id, ts, values)
         out.last_timestamp = float(ts[-1])
-
-
-def _channel_meta(ch: dict[str, Any], ch_type: str) -> ChannelMeta:
-    loc = np.asarray(ch["loc"], dtype=float)
-    pos = loc[:3]
-    location = tuple(float(v) * 1e3 for v in pos) if np.isfinite(pos).all() and pos.any() else None
-    extra = {
-        "coil_type": str(int(ch["coil_type"])),
-        "loc": " ".join(repr(float(v)) for v in loc),
-    }
-    return ChannelMeta(
-        label=str(ch["ch_name"]),
-        type=ch_type,
-        unit=_UNITS.get(int(ch["unit"]), "none"),
-        location_mm=location,
-        extra=extra,
-    )
-
-
-def _prepare_result(result: Result) -> dict[str, Any] | None:
-    """What the writer needs of a result, copied out of its payload (caller's thread)."""
-    p = result.payload
-    t = float(result.t_window_end)
-    desc: dict[str, object] = {"simulated": "true"} if result.simulated else {}
-    base: dict[str, Any] = {
-        "model": result.model,
-        "kind": result.kind,
-        "clock_offset": float(result.clock_offset),
-        "srate": 0.0,
-        "desc": desc,
-    }
-    if result.kind == "probabilities":
-        probs = np.asarray(p["probabilities"], dtype=np.float32).reshape(1, -1)
-        classes = [str(c) for c in p.get("classes") or ()]
-        if len(classes) != probs.shape[1]:
-            classes = [f"class{k}" for k in range(probs.shape[1])]
-        return {
-            **base,
-            "fmt": "float32",
-            "n_channels": probs.shape[1],
-            "channels": [ChannelMeta(c, "probability", "none") for c in classes],
-            "timestamps": np.array([t]),
-            "values": probs,
-        }
-    if result.kind == "embedding":
-        emb = np.asarray(p["embedding"], dtype=np.float32).reshape(1, -1)
-        return {
-            **base,
-            "fmt": "float32",
-            "n_channels": emb.shape[1],
-            "channels": [ChannelMeta(f"e{k}", "embedding", "none") for k in range(emb.shape[1])],
-            "timestamps": np.array([t]),
-            "values": emb,
-        }
-    if result.kind == "retrieval":
-        body: dict[str, Any] = {"gallery": p.get("gallery")}
-        if p.get("topk") is not None:
-            body["topk"] = [
-                {k: hit.get(k) for k in ("image_id", "label", "score")} for hit in p["topk"]
-            ]
-        else:
-            body["embedding"] = np.asarray(p["embedding"], dtype=np.float32).tolist()
-        return {
-            **base,
-            "fmt": "string",
-            "n_channels": 1,
-            "channels": [ChannelMeta("topk", "retrieval", "json")],
-            "timestamps": np.array([t]),
-            "values": [[json.dumps(body, separators=(",", ":"))]],
-        }
-    if result.kind == "translation":
-        signal = np.array(p["signal"], dtype=np.float32, copy=True)  # (channels, samples)
-        sfreq = float(p.get("sfreq_hz") or 0.0)
-        if signal.ndim != 2 or sfreq <= 0:
-            return None
-        n_ch, n = signal.shape
-        names = [str(c) for c in p.get("ch_names") or ()]
-        types = [str(c) for c in p.get("ch_types") or ()]
-        if len(names) != n_ch:
-            names = [f"ch{k + 1}" for k in range(n_ch)]
-        if len(types) != n_ch:
-            types = ["misc"] * n_ch
-        return {
-            **base,
-            "srate": sfreq,
-            "fmt": "float32",
-            "n_channels": n_ch,
-            "channels": [
-                ChannelMeta(c, ty, _TYPE_UNITS.get(ty, "none"))
-                for c, ty in zip(names, types, strict=True)
-            ],
-            "timestamps": t - (n - 1 - np.arange(n)) / sfreq,
-            "values": signal.T,
-        }
-    return None
-
-
-class RecordingSource:
-    """A source whose chunks are also handed to a recorder (wrap a session's source with it).
-
-    Parameters
-    ----------
-    source : Source
-        The source to read (unopened).
-    recorder : SessionRecorder
-        A started recorder; the stream is added to it when the source is first opened.
-
-    Notes
-    -----
-    Reading costs the source's own read plus :meth:`SessionRecorder.write_chunk` (a copy of
-    the chunk). A failed recording never fails the source.
-    """
-
-    def __init__(self, source: Source, recorder: SessionRecorder) -> None:
-        self.source = source
-        self.recorder = recorder
-        self.key: str | None = None
-
-    @property
-    def stream_info(self) -> StreamInfo:
-        """The wrapped source's stream."""
-        return self.source.stream_info
-
-    @property
-    def status(self) -> SourceStatus:
-        """The wrapped source's status."""
-        return self.source.status
-
-    def open(self) -> StreamInfo:
-        """Open the source; the first time, declare its stream to the recorder."""
-        stream = self.source.open()
-        if self.key is None:
-            self.key = self.recorder.add_stream(stream)
-        return stream
-
-    def read(self, timeout: float) -> Chunk | None:
-        """Read a chunk from the source and hand a copy to the recorder."""
-        chunk = self.source.read(timeout)
-        if chunk is not None and self.key is not None:
-            self.recorder.write_chunk(chunk, self.key)
-        return chunk
-
-    def close(self) -> None:
-        """Close the source (the recorder is stopped by its owner)."""
-        self.source.close()

@@ -436,7 +436,8 @@ class XDFWriter:
         """
         fd = self._require_fd()
         if self._pending:
-            data = memoryview(self._pending)
+            # an immutable copy: views of the bytearray would block its later resizing
+            data = memoryview(bytes(self._pending))
             start = self._size
             try:
                 # the first byte goes last: until it is there, readers see no part of the batch
@@ -446,8 +447,6 @@ class XDFWriter:
                 with contextlib.suppress(OSError):  # the original error is the one to report
                     os.ftruncate(fd, start)
                 raise
-            finally:
-                data.release()
             self._size += len(self._pending)
             self._pending.clear()
         os.fsync(fd)

@@ -33,7 +33,7 @@ import numpy as np
 import pylsl
 from numpy.typing import NDArray
 
-from neurocast.streaming.io import is_simulated, read_recording
+from neurocast.streaming.io import edf_size_problem, is_simulated, read_recording
 from neurocast.streaming.sources.base import (
     Chunk,
     Marker,
@@ -54,14 +54,27 @@ _MAX_CHUNK_S = 1.0  # a late reader catches up in chunks of at most this many se
 _OUTLET_BUFFER_S = 10  # an LSL outlet holds at most this much for a slow inlet
 
 
-def open_recording(path: str | Path) -> mne.io.BaseRaw:
-    """Open a recording for replay, with a :class:`~.base.SourceError` saying why not.
+def open_recording(path: str | Path, verb: str = "replay") -> mne.io.BaseRaw:
+    """Open a recording, with a :class:`~.base.SourceError` saying why not.
+
+    Parameters
+    ----------
+    path : str | Path
+        The recording.
+    verb : str
+        What the caller does with it (``replay``, ``decode``), for the message.
 
     Raises
     ------
     SourceError
-        If the file is missing, MNE cannot read it, or it holds no samples.
+        If the file is missing, MNE cannot read it, an EDF/BDF is shorter than its header
+        says, or it holds no samples. The message names the file, not its folder.
     """
+    path = Path(path)
+    name = repr(path.name)
+    problem = edf_size_problem(path)
+    if problem is not None:
+        raise SourceError(f"Cannot {verb} {name}: {problem}.")
     try:
         with warnings.catch_warnings():
             # readers warn about file naming and odd header fields; replay does not care
@@ -69,9 +82,9 @@ def open_recording(path: str | Path) -> mne.io.BaseRaw:
             with mne.utils.use_log_level("error"):
                 raw = read_recording(path)
     except ValueError as exc:
-        raise SourceError(f"Cannot replay: {exc}") from exc
+        raise SourceError(f"Cannot {verb} {name}: {str(exc).replace(str(path), name)}") from exc
     if raw.n_times < 1:
-        raise SourceError(f"Cannot replay {path}: the recording holds no samples.")
+        raise SourceError(f"Cannot {verb} {name}: the recording holds no samples.")
     return raw
 
 

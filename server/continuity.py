@@ -1,0 +1,106 @@
+"""What a session tells its clients about interruptions: a restart, a source gone quiet.
+
+* After a server restart a session starts again from its saved definition; the stream then
+  has a gap, so the first result of each model carries the issue :data:`RESTARTED_ISSUE`.
+* A source that has delivered nothing for longer than ``NEUROCAST_SOURCE_LOST_AFTER_S``
+  keeps the session ``stalled`` (it is still waited for) with a reason in ``error``.
+* A stream's ``source_id`` that is a file path is shown relative to the data root, so that
+  responses never carry the server's folders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from neurocast.streaming.engine.results import Result
+from neurocast.streaming.sources.base import local_clock
+from neurocast.streaming.sources.specs import FieldTripSpec, LSLSpec, SourceSpec
+
+#: The issue on the first result of each model after the session was restarted.
+RESTARTED_ISSUE = "restarted"
+
+
+class RestartMark:
+    """A result sink that adds :data:`RESTARTED_ISSUE` to each model's first result.
+
+    Parameters
+    ----------
+    sink : callable
+        Where the results go on to (called from the decode thread).
+    """
+
+    def __init__(self, sink: Callable[[Result], None]) -> None:
+        self.sink = sink
+        self._seen: set[str] = set()
+
+    def __call__(self, result: Result) -> None:
+        """Mark the result if it is its model's first, then pass it on."""
+        if result.model not in self._seen:
+            self._seen.add(result.model)
+            result.issues = [*result.issues, RESTARTED_ISSUE]
+        self.sink(result)
+
+
+class StallWatch:
+    """How long a source has been stalled, and why the session says so once it is too long.
+
+    Parameters
+    ----------
+    source : SourceSpec
+        What the session reads (for the wording of the reason).
+    lost_after_s : float
+        Seconds of silence after which :meth:`update` returns a reason.
+    """
+
+    def __init__(self, source: SourceSpec, lost_after_s: float) -> None:
+        self.source = source
+        self.lost_after_s = lost_after_s
+        self._since: float | None = None
+
+    def update(self, stalled: bool) -> str | None:
+        """Note whether the source is stalled now; the reason to show, if any."""
+        if not stalled:
+            self._since = None
+            return None
+        now = local_clock()
+        if self._since is None:
+            self._since = now
+        silent = now - self._since
+        if silent < self.lost_after_s:
+            return None
+        return (
+            f"No samples from {_describe(self.source)} for {silent:.0f} s; the session keeps "
+            "waiting and resumes when the source delivers again. Check that the device or its "
+            "streaming program is running, or delete the session."
+        )
+
+
+def _describe(source: SourceSpec) -> str:
+    if isinstance(source, LSLSpec):
+        wanted = {"name": source.name, "type": source.type, "source_id": source.source_id}
+        given = ", ".join(f"{k} {v!r}" for k, v in wanted.items() if v is not None)
+        return f"the LSL stream ({given})"
+    if isinstance(source, FieldTripSpec):
+        return f"the FieldTrip buffer at {source.host}:{source.port}"
+    return f"the {source.kind} source"
+
+
+def public_source_id(source_id: str, data_root: Path | None) -> str:
+    """``source_id`` as clients may see it.
+
+    A path (alone or after a ``kind:`` prefix, as in ``replay:/data/sub-01_raw.fif``) under
+    the data root becomes relative to it; any other absolute path is cut to its file name.
+    """
+    prefix, sep, rest = source_id.partition(":")
+    if sep and Path(rest).is_absolute():
+        return f"{prefix}:{_public_path(Path(rest), data_root)}"
+    if Path(source_id).is_absolute():
+        return _public_path(Path(source_id), data_root)
+    return source_id
+
+
+def _public_path(path: Path, data_root: Path | None) -> str:
+    if data_root is not None and path.is_relative_to(data_root):
+        return path.relative_to(data_root).as_posix()
+    return path.name
