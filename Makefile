@@ -43,10 +43,18 @@ demo: $(VENV)/.serve
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# mypy checks the package under its import names: pyproject maps several folders onto the
+# neurocast namespace, which mypy cannot follow, so a tree of links mirrors the installed layout
+MYPY_TREE := build/mypy
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check neurocast streaming models server clients bench tests
-	$(BIN)/mypy neurocast streaming models server clients bench
+	@rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)/neurocast
+	@for f in neurocast/*; do ln -s ../../../$$f $(MYPY_TREE)/neurocast/; done
+	@for d in streaming models server clients; do ln -s ../../../$$d $(MYPY_TREE)/neurocast/$$d; done
+	MYPYPATH=$(MYPY_TREE) $(BIN)/mypy -p neurocast
+	MYPYPATH=$(MYPY_TREE) $(BIN)/mypy bench
 
 models: $(VENV)/.dev
 	$(BIN)/neurocast train demo

@@ -1,7 +1,9 @@
 """What a session tells its clients about interruptions: a restart, a source gone quiet.
 
 * After a server restart a session starts again from its saved definition; the stream then
-  has a gap, so the first result of each model carries the issue :data:`RESTARTED_ISSUE`.
+  has a gap, so its results carry the issue :data:`RESTARTED_ISSUE` until one of each model
+  has gone out while a client was subscribed (clients reconnect after the restart, and the
+  first results they see must tell them of the gap).
 * A source that has delivered nothing for longer than ``NEUROCAST_SOURCE_LOST_AFTER_S``
   keeps the session ``stalled`` (it is still waited for) with a reason in ``error``.
 * A stream's ``source_id`` that is a file path is shown relative to the data root, so that
@@ -22,22 +24,27 @@ RESTARTED_ISSUE = "restarted"
 
 
 class RestartMark:
-    """A result sink that adds :data:`RESTARTED_ISSUE` to each model's first result.
+    """A result sink adding :data:`RESTARTED_ISSUE` to each model's results until one of them
+    went out while a client was listening.
 
     Parameters
     ----------
     sink : callable
         Where the results go on to (called from the decode thread).
+    listening : callable
+        True while at least one client is subscribed.
     """
 
-    def __init__(self, sink: Callable[[Result], None]) -> None:
+    def __init__(self, sink: Callable[[Result], None], listening: Callable[[], bool]) -> None:
         self.sink = sink
-        self._seen: set[str] = set()
+        self.listening = listening
+        self._told: set[str] = set()
 
     def __call__(self, result: Result) -> None:
-        """Mark the result if it is its model's first, then pass it on."""
-        if result.model not in self._seen:
-            self._seen.add(result.model)
+        """Mark the result unless its model's gap was already told, then pass it on."""
+        if result.model not in self._told:
+            if self.listening():
+                self._told.add(result.model)
             result.issues = [*result.issues, RESTARTED_ISSUE]
         self.sink(result)
 

@@ -73,8 +73,8 @@ class Session:
         Where the data root (for ``source_id``) and the time after which a silent source is
         reported come from (None: the defaults, no data root).
     restarted : bool
-        The session starts again after a server restart: each model's first result carries
-        the ``restarted`` issue.
+        The session starts again after a server restart: its results carry the
+        ``restarted`` issue until subscribers have seen it (see :class:`RestartMark`).
     """
 
     def __init__(
@@ -95,7 +95,7 @@ class Session:
         self.stall = StallWatch(request.source, lost_after_s)
         sink: Callable[[Result], None] = hub.publish_threadsafe
         if restarted:
-            sink = RestartMark(sink)
+            sink = RestartMark(sink, lambda: bool(hub.subscribers))
         # chunks and results reach a recorder while one is attached (POST .../recording)
         self.recording = RecordingSource(open_source(source_spec))
         self.loop = DecodeLoop(

@@ -363,3 +363,19 @@ def test_job_decoding_in_a_task_equals_local(recordings: list[Path], tmp_path: P
     junk.write_bytes(b"not a recording")
     with pytest.raises(RecordingError, match=r"junk_raw\.fif"):
         decode_file_on_cluster(junk, [MODEL])
+
+
+def test_cli_decodes_many_recordings_on_the_cluster(
+    recordings: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from neurocast.clients.cli import main
+
+    out = tmp_path / "results"
+    files = [str(p) for p in recordings[:2]]
+    code = main(["decode", "--ray", *files, "-m", MODEL, "--out", str(out), "--workers", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(out.iterdir()) == sorted(output_path(p, out) for p in recordings[:2])
+    assert "2 of 2 recordings decoded" in capsys.readouterr().out
+    # several files without --ray, or a file name as the --out folder, are usage errors
+    assert main(["decode", *files, "-m", MODEL, "--out", str(tmp_path / "r.parquet")]) == 2
+    assert main(["decode", "--ray", *files, "-m", MODEL, "--out", str(tmp_path / "r.npz")]) == 2

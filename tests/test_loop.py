@@ -148,3 +148,6 @@ def test_chunk_with_wrong_channel_count_is_refused_and_the_loop_goes_on() -> Non
         assert stats.error is not None and "expected (n_samples, 64)" in stats.error
     finally:
         loop.stop()
+    # a refused chunk is not a failure: the loop ends stopped, the refusal still reported
+    final = loop.stats()
+    assert final.status == "stopped" and "expected (n_samples, 64)" in (final.error or "")

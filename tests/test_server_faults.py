@@ -49,7 +49,7 @@ def data_root(tmp_path_factory):
     write_simulated_recording(root / "sim_raw.fif", 6.0)
     (root / "sub").mkdir()
     write_simulated_recording(root / "sub" / "rec_raw.fif", 6.0)
-    write_simulated_recording(root / "long_raw.fif", 300.0)
+    write_simulated_recording(root / "long_raw.fif", 120.0)
     return root
 
 

@@ -42,9 +42,11 @@ class Served:
         self.log = log
         self._out = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "neurocast.clients.cli", "serve", "--port", str(self.port)]
-            + ["--models-dir", str(models_dir), "--data-root", str(data_root)]
-            + ["--log-level", "info"],
+            [
+                *(sys.executable, "-m", "neurocast.clients.cli", "serve", "--port", str(self.port)),
+                *("--models-dir", str(models_dir), "--data-root", str(data_root)),
+                *("--log-level", "info"),
+            ],
             env=env,
             stdout=self._out,
             stderr=subprocess.STDOUT,
@@ -87,7 +89,7 @@ def test_jobs_and_sessions_survive_kill_and_sigterm(tmp_path, models_dir, model_
     data_root, state_dir, log = tmp_path / "data", tmp_path / "state", tmp_path / "serve.log"
     data_root.mkdir()
     write_simulated_recording(data_root / "short_raw.fif", 4.0)
-    write_simulated_recording(data_root / "long_raw.fif", 300.0)
+    write_simulated_recording(data_root / "long_raw.fif", 120.0)
     clf = model_ids["classifier"]
     slow_job = {"models": [clf, model_ids["retrieval"]], "path": "long_raw.fif", "stride_s": 0.005}
 

@@ -22,10 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Decode every window of a recording (any format mne.io.read_raw reads) with the "
             "windows and preprocessing of live decoding, and write the results as Parquet, NPZ "
             "or JSON (chosen by the --out suffix). Runs in this process, or on a server with "
-            "--url (the file is uploaded)."
+            "--url (the file is uploaded). With --ray, many recordings are decoded on a Ray "
+            "cluster into one .parquet file each in the --out folder."
         ),
     )
-    parser.add_argument("file", type=Path, metavar="FILE", help="the recording")
+    parser.add_argument(
+        "file", type=Path, nargs="+", metavar="FILE", help="the recording (several with --ray)"
+    )
     parser.add_argument(
         "--model", "-m", action="append", required=True, dest="models", help="model id (repeatable)"
     )
@@ -38,6 +41,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--models-dir", type=Path, help="directory of model artifacts (local)")
     parser.add_argument("--url", help="decode on this server instead of locally")
     parser.add_argument("--token", help="the server's token (default NEUROCAST_TOKEN)")
+    cluster = parser.add_argument_group("Ray cluster (needs the ray extra)")
+    cluster.add_argument(
+        "--ray", action="store_true", help="decode on a Ray cluster; --out is then a folder"
+    )
+    cluster.add_argument(
+        "--ray-address",
+        help="cluster to join ('auto', 'ray://head:10001'; default NEUROCAST_RAY_ADDRESS, else "
+        "a local one)",
+    )
+    cluster.add_argument("--workers", type=int, default=2, help="decoding workers (default 2)")
+    cluster.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, help="GPU fraction per worker (default 0)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -45,6 +61,21 @@ def run(args: argparse.Namespace) -> int:
     """Decode and write the results; exit code 2 for bad input, 1 for a failed decode."""
     from neurocast.wire.tables import FORMATS
 
+    if args.ray:
+        from neurocast.server.cluster.cli import run_decode
+
+        return run_decode(
+            args.file,
+            args.models,
+            args.out,
+            args,
+            stride_s=args.stride_ms / 1e3,
+            models_dir=args.models_dir,
+        )
+    if len(args.file) > 1:
+        print("neurocast decode: several recordings need --ray", file=sys.stderr)
+        return EXIT_USAGE
+    args.file = args.file[0]
     fmt = args.out.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         print(

@@ -56,12 +56,12 @@ class DemoRetrievalConfig:
     """
 
     sfreq: float = 1000.0
-    repeats: int = 12
-    test_repeats: int = 2
+    repeats: int = 40
+    test_repeats: int = 4
     window_s: float = 0.1
     context_s: float = 0.2
     end_range_s: tuple[float, float] = (0.1, 0.6)
-    max_epochs: int = 25
+    max_epochs: int = 20
     patience: int = 5
     seed: int = 0
 

@@ -1,7 +1,7 @@
-"""The ``--ray`` options of ``neurocast serve`` and ``neurocast decode``.
+"""What ``neurocast serve --ray`` and ``neurocast decode --ray`` run.
 
-Importing this module does not import Ray (the options are registered on every run of the
-command line); Ray is imported when an option is used.
+The commands declare their ``--ray`` options themselves and import this module only when
+``--ray`` is given; Ray is imported by the functions that need it.
 """
 
 from __future__ import annotations
@@ -10,36 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from neurocast.clients.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from neurocast.server.cluster import RAY_MISSING, ray_available
 from neurocast.server.cluster.settings import ClusterSettings
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-
-
-def add_ray_arguments(parser: argparse.ArgumentParser, *, batch: bool = False) -> None:
-    """Add ``--ray`` and ``--ray-address`` (and, for batch decoding, ``--workers``,
-    ``--gpus-per-worker``)."""
-    group = parser.add_argument_group("Ray cluster (needs the ray extra)")
-    group.add_argument(
-        "--ray",
-        action="store_true",
-        help="run on a Ray cluster (sessions as actors; batch files on a Ray Data pool)",
-    )
-    group.add_argument(
-        "--ray-address",
-        help="cluster to join ('auto', 'ray://head:10001'; default NEUROCAST_RAY_ADDRESS, "
-        "else a local cluster)",
-    )
-    if batch:
-        group.add_argument(
-            "--workers", type=int, default=2, help="decoding workers with --ray (default 2)"
-        )
-        group.add_argument(
-            "--gpus-per-worker",
-            type=float,
-            default=0.0,
-            help="GPU fraction each worker reserves with --ray (default 0)",
-        )
 
 
 def cluster_settings(args: argparse.Namespace) -> ClusterSettings:

@@ -9,7 +9,6 @@ deployed them already). :func:`build_gateway_app` and
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -83,7 +82,13 @@ def build_gateway_app(args: dict[str, Any]) -> serve.Application:
     are not meant to be pickled. One replica, because sessions and their WebSocket subscribers
     live in the gateway's memory.
     """
-    ingress = serve.ingress(functools.partial(gateway_asgi_app, dict(args)))
+    overrides = dict(args)
+
+    def build() -> FastAPI:
+        # a plain function, which Serve calls in the replica (a partial would pass as an app)
+        return gateway_asgi_app(overrides)
+
+    ingress = serve.ingress(build)
     wrapped = ingress(type("Gateway", (), {"__doc__": "The service's FastAPI app on Ray Serve."}))
     deployment = serve.deployment(name="gateway", num_replicas=1, ray_actor_options={"num_cpus": 1})
     return deployment(wrapped).bind()

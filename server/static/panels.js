@@ -176,14 +176,18 @@ function renderTraces() {
 
 function renderTopomaps() {
   const layout = state.layout && state.layout !== "loading" ? state.layout.mag : null;
+  // both fields at the same instant: the newest translated sample
+  const t = state.translated ? state.translated.lastTime : null;
   const field = (ring) => {
-    if (!layout || !ring) return null;
-    const last = ring.latest();
+    if (!layout || !ring || t === null) return null;
+    const last = ring.at(t);
+    if (!last) return null;
     const values = layout.names.map((c) => (ring.index.has(c) ? last[ring.index.get(c)] : NaN));
     return values.some(Number.isNaN) ? null : values;
   };
-  drawTopomap($("topomap"), layout, field(state.translated), "translated field (magnetometers)");
-  drawTopomap($("topomap-measured"), layout, field(state.signal), "simulated field (magnetometers)");
+  const stamp = t === null ? "" : ` at t=${t.toFixed(2)} s`;
+  drawTopomap($("topomap"), layout, field(state.translated), `translated field (mag)${stamp}`);
+  drawTopomap($("topomap-measured"), layout, field(state.signal), `simulated field (mag)${stamp}`);
 }
 
 /** Presented image next to the top-k, and the running top-5 accuracy. */

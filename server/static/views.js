@@ -52,11 +52,18 @@ class SampleRing {
     return [times, values];
   }
 
-  /** The newest value of every channel. */
-  latest() {
-    if (!this.n) return null;
-    const slot = (this.n - 1) % this.size;
-    return this.data.map((row) => row[slot]);
+  /** The value of every channel at the held sample nearest to time t (null if none within
+   * one sample period). */
+  at(t) {
+    let best = -1;
+    let bestDist = 1 / this.sfreq;
+    const count = Math.min(this.n, this.size);
+    for (let i = this.n - count; i < this.n; i++) {
+      const slot = i % this.size;
+      const d = Math.abs(this.times[slot] - t);
+      if (d <= bestDist) { best = slot; bestDist = d; }
+    }
+    return best < 0 ? null : this.data.map((row) => row[best]);
   }
 }
 

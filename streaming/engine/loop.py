@@ -77,6 +77,7 @@ class DecodeLoop:
         self.max_lag_s = max_lag_s
         self.engine: DecodeEngine | None = None
         self.error: str | None = None
+        self._failed = False  # a fatal error (not a refused chunk) ended the loop
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started_at = 0.0
@@ -144,6 +145,7 @@ class DecodeLoop:
         except Exception as exc:  # the source died: report it, stop decoding
             logger.exception("Acquisition failed")
             self.error = f"{type(exc).__name__}: {exc}"
+            self._failed = True
             self._stop.set()
         finally:
             ring.wake()  # so the decode thread sees the stop
@@ -165,6 +167,7 @@ class DecodeLoop:
         except Exception as exc:
             logger.exception("Decoding failed")
             self.error = f"{type(exc).__name__}: {exc}"
+            self._failed = True
             self._stop.set()
 
     def _record(self, result: Result) -> None:
@@ -185,7 +188,7 @@ class DecodeLoop:
             if v:
                 a = np.fromiter(v, dtype=np.float64)
                 p50[k], p99[k] = (float(x) for x in np.percentile(a, [50, 99]))
-        if self.error and not self.running:
+        if self._failed and not self.running:
             status: SourceStatus = "failed"
         elif self._stop.is_set() or not self._threads:
             status = "stopped"

@@ -71,16 +71,16 @@ from neurocast.streaming.preprocessing.scalogram_spec import ScalogramSpec
 # at least this fraction of the group's partitions (the rest are multiplications by zero).
 _GROUP_FILL = 0.75
 # Channels per chunk of work: the products of a chunk stay in the processor's cache.
-_CHUNK_CHANNELS = 64
+_CHUNK_CHANNELS = 32
 
 
 class _Group:
     """Frequencies whose wavelets occupy nearly the same partitions, multiplied together.
 
-    ``weights[f, s]`` holds, per FFT bin, the weights applied to stack ``s`` of paired spectra
-    (see :meth:`StreamingMorlet._columns`) to give the group's wavelets' real parts (``f = 0``)
-    or imaginary parts (``f = 1``): shape (n_bins, 2 * n_pairs_used, n_freqs_in_group), rows
-    ``(pair, 2)`` for pairs ``first`` up to the middle one.
+    ``weights[f]`` holds, per stack ``s`` of paired spectra (see :meth:`StreamingMorlet._pair`)
+    and FFT bin, the real weights giving the group's wavelets' real parts (``f = 0``) or
+    imaginary parts (``f = 1``): shape (2 * n_bins, 2 * n_pairs_used, n_freqs_in_group), first
+    axis ``(stack, bin)``, rows ``(pair, 2)`` for pairs ``first`` up to the middle one.
     """
 
     def __init__(self, index: NDArray[np.intp], first: int, weights: NDArray[np.float64]) -> None:
@@ -176,13 +176,15 @@ class StreamingMorlet:
         self._chunks = _channel_chunks(self.n_channels, n_threads)
         widest = max(c.stop - c.start for c in self._chunks)
         n_prod = max(g.index.size for g in self._groups)
-        # per worker: the paired spectra of a chunk, then its products, in one allocation
-        n_stack = 2 * n_bins * widest * 2 * self._n_pairs
-        n_products = 4 * n_bins * widest * n_prod
+        # paired spectra of every channel (see _pair), as complex numbers and as real pairs
+        self._stacks_complex = np.empty((2, n_bins, self.n_channels, self._n_pairs), complex)
+        self._stacks = self._stacks_complex.view(np.float64).reshape(
+            2, n_bins, self.n_channels, self._n_pairs, 2
+        )
+        # per worker: the products of a chunk
         self._buffers = [
-            np.empty(n_stack + n_products) for _ in range(min(n_threads, len(self._chunks)))
+            np.empty(4 * n_bins * widest * n_prod) for _ in range(min(n_threads, len(self._chunks)))
         ]
-        self._n_stack = n_stack
         self._pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
         self._blas = ThreadpoolController()
         self.reset()
@@ -273,9 +275,12 @@ class StreamingMorlet:
         weights[1, 0, ..., 0, :], weights[1, 0, ..., 1, :] = _t(alpha[:, re]), _t(beta[:, re])
         weights[0, 1, ..., 0, :], weights[0, 1, ..., 1, :] = _t(beta[:, im]), _t(alpha[:, im])
         weights[1, 1, ..., 0, :], weights[1, 1, ..., 1, :] = _t(-beta[:, im]), _t(alpha[:, im])
+        # stack 1 is stored as -i times (sum.imag, difference.real), i.e. as the pair
+        # (difference.real, -sum.imag), which two complex operations give (see _pair)
+        weights[1] = np.stack([weights[1, ..., 1, :], -weights[1, ..., 0, :]], axis=-2)
         # (stack, filter kind) -> (filter kind, stack): stage 2 reads one kind's products as
         # one matrix over (stack, bin)
-        return np.ascontiguousarray(weights.swapaxes(0, 1).reshape(2, 2, parts.shape[0], -1, n))
+        return np.ascontiguousarray(weights.swapaxes(0, 1).reshape(2, 2 * parts.shape[0], -1, n))
 
     def _inverse_dft_rows(self) -> NDArray[np.float64]:
         """Real inverse DFT giving the ``block`` valid samples from the half spectrum.
@@ -342,6 +347,7 @@ class StreamingMorlet:
         if cols.size == 0:
             return None
         rows = cols - first_col
+        self._pair()
         # transposed, so that stage 2 writes (channel, frequency, column) rows directly
         idft = (self._idft[0][rows].T, self._idft[1][rows].T)
         out = np.empty((self.n_channels, self.n_freqs, rows.size), dtype=np.float32)
@@ -360,6 +366,25 @@ class StreamingMorlet:
                     fut.result()
         self._n_columns += rows.size
         return out
+
+    def _pair(self) -> None:
+        """Sums and differences of mirrored partitions' spectra, for every channel.
+
+        Partition ``q = P - 1 - i`` mirrors partition ``i``, so ``X_i H_i + X_q H_q`` equals
+        ``X_i H_i +- (phase X_q) conj(H_i)``: only the sum ``S`` and the difference ``D`` of
+        the newer spectrum and the phase-shifted older one are multiplied, by real weights.
+        Stack 0 holds ``(S.real, D.imag)`` per pair, i.e. ``newer + conj(older)``; stack 1
+        holds ``(D.real, -S.imag)``, i.e. ``conj(newer - conj(older))``.
+        """
+        p, m = self._n_parts, self._n_pairs
+        line = self._spectra[:, :, self._head : self._head + p]  # (bins, channels, P)
+        newer = line[..., :m]
+        older = self._mirror_phase * line[..., p - m :][..., ::-1]
+        np.conjugate(older, out=older)
+        stacks = self._stacks_complex
+        np.add(newer, older, out=stacks[0])
+        np.subtract(newer, older, out=stacks[1])
+        np.conjugate(stacks[1], out=stacks[1])
 
     def _run_chunks(
         self,
@@ -382,28 +407,15 @@ class StreamingMorlet:
 
         Written to ``out``, of shape (n_channels, n_freqs, n_columns).
         """
-        p, m = self._n_parts, self._n_pairs
-        line = self._spectra[:, chunk, self._head : self._head + p]  # (bins, width, P)
-        n_bins, width = line.shape[0], line.shape[1]
-        # partition q = P - 1 - i mirrors partition i, so X_i H_i + X_q H_q equals
-        # X_i H_i +- (phase X_q) conj(H_i): only the sum S and the difference D of the newer
-        # spectrum and the phase-shifted older one are multiplied, by real weights
-        newer = line[..., :m]
-        older = self._mirror_phase * line[..., p - m :][..., ::-1]
-        stacks = buf[: 4 * n_bins * width * m].reshape(2, n_bins, width, m, 2)
-        np.add(newer.real, older.real, out=stacks[0, ..., 0])  # sum, real part
-        np.subtract(newer.imag, older.imag, out=stacks[0, ..., 1])  # difference, imaginary
-        np.add(newer.imag, older.imag, out=stacks[1, ..., 0])  # sum, imaginary part
-        np.subtract(newer.real, older.real, out=stacks[1, ..., 1])  # difference, real
-        spare = buf[self._n_stack :]
+        stacks = self._stacks[:, :, chunk]  # (2, bins, width, pairs, 2)
+        n_bins, width = stacks.shape[1], stacks.shape[2]
         for g in self._groups:
             n = g.index.size
-            # products[kind, stack, bin] = paired spectra (width, pairs) @ weights (pairs, n)
-            products = spare[: 4 * n_bins * width * n].reshape(2, 2, n_bins, width, n)
-            for s in range(2):
-                operand = stacks[s, :, :, g.first :].reshape(n_bins, width, -1)
-                for kind in range(2):
-                    np.matmul(operand, g.weights[kind, s], out=products[kind, s])
+            # products[kind, (stack, bin)] = paired spectra (width, pairs) @ weights (pairs, n)
+            products = buf[: 4 * n_bins * width * n].reshape(2, 2 * n_bins, width, n)
+            operand = stacks[:, :, :, g.first :].reshape(2 * n_bins, width, -1)
+            for kind in range(2):
+                np.matmul(operand, g.weights[kind], out=products[kind])
             # stage 2 as (width * n, 2 bins) @ (2 bins, columns): rows come out in the
             # (channel, frequency) order of the output
             even = products[0].reshape(2 * n_bins, -1).T @ idft[0]

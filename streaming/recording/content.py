@@ -28,7 +28,9 @@ def channel_meta(ch: dict[str, Any], ch_type: str) -> ChannelMeta:
     ``loc`` kept so that the ``Info`` can be rebuilt)."""
     loc = np.asarray(ch["loc"], dtype=float)
     pos = loc[:3]
-    location = tuple(float(v) * 1e3 for v in pos) if np.isfinite(pos).all() and pos.any() else None
+    location: tuple[float, float, float] | None = None
+    if np.isfinite(pos).all() and pos.any():
+        location = (float(pos[0]) * 1e3, float(pos[1]) * 1e3, float(pos[2]) * 1e3)
     extra = {
         "coil_type": str(int(ch["coil_type"])),
         "loc": " ".join(repr(float(v)) for v in loc),

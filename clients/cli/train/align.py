@@ -92,7 +92,7 @@ def _train_align(args: argparse.Namespace) -> str:
     )
 
     def trials(rows: NDArray[np.intp], repeats: int, seed: int) -> AlignedEpochs:
-        order = rng.permutation(np.repeat(rows, repeats))
+        order = [int(i) for i in rng.permutation(np.repeat(rows, repeats))]
         return simulate_aligned_epochs(
             spec, emb, order, image_ids=ids, noise_scale=args.noise_scale, seed=seed
         )
