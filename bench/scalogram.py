@@ -1,9 +1,10 @@
 """Streaming Morlet scalogram: cost per 25 ms hop, 306 channels x 96 frequencies at 1 kHz.
 
 Each hop pushes 25 new samples of 306 channels into
-:class:`neurocast.streaming.preprocessing.scalogram.StreamingMorlet` (96 frequencies from 2 to 100 Hz,
-linearly spaced, ``n_cycles = freqs / 2``: every wavelet spans 795 taps, 0.4 s either side of
-its centre, as in MNE's time-frequency tutorials) and gets the 25 new columns of wavelet power.
+:class:`neurocast.streaming.preprocessing.scalogram.StreamingMorlet` (96 frequencies from
+2 to 100 Hz, linearly spaced, ``n_cycles = freqs / 2``: every wavelet spans 795 taps, 0.4 s
+either side of its centre, as in MNE's time-frequency tutorials) and gets the 25 new columns of
+wavelet power.
 The peer is ``mne.time_frequency.tfr_array_morlet(..., output="power")`` recomputing, at each
 of a few hops, the same 25 columns from the history they depend on (the last
 ``25 + 2 * latency`` samples); the columns of both are compared (``max_rel_err_vs_mne``).

@@ -22,7 +22,7 @@ from neurocast.server.config import Settings
 from neurocast.server.data_root import resolve_source
 from neurocast.server.deps import AppState, require_token
 from neurocast.server.errors import install_error_handlers
-from neurocast.server.jobs import JobManager
+from neurocast.server.jobs import ClusterJob, JobManager
 from neurocast.server.logs import redact_logs
 from neurocast.server.metrics import Metrics
 from neurocast.server.recordings import RecordingManager
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         metrics,
         store,
         max_queued=settings.max_queued_jobs,
+        cluster=ClusterJob(settings.models_dir) if settings.ray else None,
     )
     recordings = RecordingManager(settings.state_dir)
     state = AppState(settings, registry, metrics, manager, jobs, recordings)

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
         Intra-op threads of each model the service loads (None: the runtime's default).
     cache_dir : Path | None
         Folder of the simulator's cached forward solutions (None: its default).
+    ray : bool
+        Run each session in its own Ray actor (``neurocast serve --ray``; the cluster's
+        options are the ``NEUROCAST_RAY_*`` variables of
+        :class:`neurocast.server.cluster.settings.ClusterSettings`). Needs ``neurocast[ray]``.
     """
 
     model_config = SettingsConfigDict(
@@ -155,6 +159,7 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(16, ge=0)
     threads: int | None = Field(None, ge=1)
     cache_dir: Path | None = None
+    ray: bool = False
 
     _generated: bool = PrivateAttr(False)
 

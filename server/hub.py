@@ -299,9 +299,14 @@ class Hub:
 
     async def _send(self, ws: WebSocket, data: str | bytes) -> None:
         # the server sends a frame only once the connection's buffer has room, so a send that
-        # times out has written nothing and leaves no partial frame behind
-        send = ws.send_bytes(data) if isinstance(data, bytes) else ws.send_text(data)
-        await asyncio.wait_for(send, self.idle_timeout_s)
+        # times out has written nothing and leaves no partial frame behind. asyncio.timeout
+        # runs the send in this task: wait_for would start a task per message and per
+        # client, each waiting a turn of the loop before its frame is written
+        async with asyncio.timeout(self.idle_timeout_s):
+            if isinstance(data, bytes):
+                await ws.send_bytes(data)
+            else:
+                await ws.send_text(data)
 
     async def _give_up(self, ws: WebSocket, sub: Subscriber) -> None:
         """Close a client that accepted nothing for ``idle_timeout_s``.

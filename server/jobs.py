@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from neurocast.server.exceptions import Busy, InvalidInput, NotFound, NotReady
@@ -48,6 +49,19 @@ RESULT_FORMATS = ("json", "npz", "parquet")
 RESTARTED = "server restarted"
 
 
+@dataclass(frozen=True)
+class ClusterJob:
+    """How jobs sent with ``engine="ray"`` reach the cluster.
+
+    Parameters
+    ----------
+    models_dir : Path | None
+        Folder of artifacts besides the packaged ones, as the cluster's nodes see it.
+    """
+
+    models_dir: Path | None = None
+
+
 class Job:
     """One batch decoding job and its results.
 
@@ -73,6 +87,8 @@ class Job:
         A temporary directory removed when the job ends.
     store : StateStore | None
         Where its status and results are written (None: kept in memory only).
+    cluster : ClusterJob | None
+        Decode on a Ray cluster (an actor pool of Ray Data) instead of in this process.
     """
 
     def __init__(
@@ -87,6 +103,7 @@ class Job:
         simulated: bool,
         cleanup: Path | None,
         store: StateStore | None = None,
+        cluster: ClusterJob | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.path = path
@@ -111,6 +128,7 @@ class Job:
         self.finished_at: float | None = None
         self.elapsed_s: float | None = None
         self.cancel = threading.Event()
+        self.cluster = cluster
         self._done: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     @classmethod
@@ -196,20 +214,31 @@ class Job:
         self.persist()
         t0 = time.perf_counter()
         try:
-            recording = load_recording(self.path)
 
             def progress(result: Result) -> None:
                 self.windows.add(result)
                 if metrics is not None:
                     metrics.job_windows.labels(result.model).inc()
 
-            results = decode_recording(
-                recording,
-                self.models,
-                stride_s=self.stride_s,
-                on_result=progress,
-                cancelled=self.cancel.is_set,
-            )
+            if self.cluster is not None:
+                from neurocast.server.cluster.batch import decode_file_on_cluster  # Ray only now
+
+                results = decode_file_on_cluster(
+                    self.path,
+                    self.model_ids,
+                    models_dir=self.cluster.models_dir,
+                    stride_s=self.stride_s,
+                    on_result=progress,
+                    cancelled=self.cancel.is_set,
+                )
+            else:
+                results = decode_recording(
+                    load_recording(self.path),
+                    self.models,
+                    stride_s=self.stride_s,
+                    on_result=progress,
+                    cancelled=self.cancel.is_set,
+                )
             self.elapsed_s = time.perf_counter() - t0
             if self.cancel.is_set():
                 self._finish("cancelled")
@@ -232,10 +261,17 @@ class Job:
         if self.store is None:
             self.results = results
             return
-        for fmt in RESULT_FORMATS:
-            if self.forgotten or self.abandoned:
-                return
-            write_atomic(self.results_file(fmt), to_bytes(fmt, results, self.simulated, self.id))
+
+        def write(fmt: str) -> None:
+            if not (self.forgotten or self.abandoned):
+                data = to_bytes(fmt, results, self.simulated, self.id)
+                write_atomic(self.results_file(fmt), data)
+
+        # one thread per format: each file's fsync waits on the disk (without the GIL) while
+        # the next format is encoded, instead of the waits adding up
+        with ThreadPoolExecutor(len(RESULT_FORMATS), thread_name_prefix="job-results") as pool:
+            for future in [pool.submit(write, fmt) for fmt in RESULT_FORMATS]:
+                future.result()
 
     def _finish(self, state: JobState) -> None:
         self.state = state
@@ -286,7 +322,9 @@ class JobManager:
         metrics: Metrics,
         store: StateStore | None = None,
         max_queued: int = 16,
+        cluster: ClusterJob | None = None,
     ) -> None:
+        self.cluster = cluster
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="neurocast-job")
         self.workers = workers
         self.max_jobs = max_jobs
@@ -339,6 +377,8 @@ class JobManager:
         model_ids: Sequence[str],
         stride_s: float,
         cleanup: Path | None = None,
+        *,
+        engine: str = "local",
     ) -> Job:
         """Check a recording against its models and queue the job that decodes it.
 
@@ -354,15 +394,25 @@ class JobManager:
             Time between window ends in seconds.
         cleanup : Path | None
             A temporary directory removed when the job ends, or now if it is refused.
+        engine : {"local", "ray"}
+            Decode in this process, or on the Ray cluster the server joined.
 
         Raises
         ------
         InvalidInput
             ``unknown_model``, or ``unreadable_file`` when MNE cannot read the header or a model
-            does not fit the recording.
+            does not fit the recording; ``ray_unavailable`` for ``engine="ray"`` on a server
+            started without ``--ray``.
         Busy
             When the queue is full.
         """
+        if engine == "ray" and self.cluster is None:
+            _remove(cleanup)
+            raise InvalidInput(
+                "ray_unavailable",
+                "This server was not started on a Ray cluster; start it with neurocast serve "
+                "--ray, or send engine=local.",
+            )
         try:
             self.check_backlog()
             # loading a model (first use) and reading a header block: not on the event loop
@@ -388,6 +438,7 @@ class JobManager:
             simulated=stream.simulated,
             cleanup=cleanup,
             store=self.store,
+            cluster=self.cluster if engine == "ray" else None,
         )
         return self.submit(job)
 

@@ -105,7 +105,11 @@ class RecordingManager:
     # ------------------------------------------------------------------ control
 
     def start(
-        self, session_id: str, tap: RecordingSource, options: RecordingCreate, models: list[str]
+        self,
+        session_id: str,
+        tap: RecordingSource | None,
+        options: RecordingCreate,
+        models: list[str],
     ) -> RecordingStatus:
         """Start recording a session through its tap.
 
@@ -114,8 +118,16 @@ class RecordingManager:
         NotReady
             When the session is being recorded already.
         InvalidInput
-            When the file cannot be created (the reason says why).
+            When the file cannot be created (the reason says why), or the session decodes on
+            a Ray cluster (``tap`` is None: its stream never reaches this process).
         """
+        if tap is None:
+            raise InvalidInput(
+                "recording_unsupported",
+                f"Session {session_id!r} decodes in a Ray actor, so its stream never reaches "
+                "this server; record it where it is acquired (neurocast record SOURCE --out "
+                "FILE.xdf) or run it without --ray.",
+            )
         with self._lock:
             if session_id in self._active:
                 current = self._active[session_id].status.id

@@ -69,8 +69,8 @@ class ModelRegistry:
                 return info.model_copy(update={"provider": loaded[info.sha256]})
         return info
 
-    def window_models(self, model_ids: Iterable[str]) -> list[WindowModel]:
-        """Ready decoders for the models a request names.
+    def check_ids(self, model_ids: Iterable[str]) -> list[str]:
+        """The ids a request names, once each is known to be installed.
 
         Raises
         ------
@@ -85,7 +85,17 @@ class ModelRegistry:
                     "unknown_model",
                     f"Unknown model {model_id!r} (installed: {known}); see GET /v1/models.",
                 )
-        return [self._models[m].load(self._threads) for m in ids]
+        return ids
+
+    def window_models(self, model_ids: Iterable[str]) -> list[WindowModel]:
+        """Ready decoders for the models a request names.
+
+        Raises
+        ------
+        InvalidInput
+            ``unknown_model`` for an id no installed model has.
+        """
+        return [self._models[m].load(self._threads) for m in self.check_ids(model_ids)]
 
     def thumbnail(self, gallery: str, image_id: str) -> tuple[bytes, str]:
         """The encoded thumbnail of a gallery image and its media type.

@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,10 @@ from neurocast.streaming.recording.tap import RecordingSource
 from neurocast.streaming.sources.open import open_source
 from neurocast.streaming.sources.specs import SimulatorSpec, SourceSpec
 from neurocast.wire.records import dumps
+
+if TYPE_CHECKING:
+    from neurocast.server.cluster.remote import RemoteLoop
+    from neurocast.server.cluster.settings import ClusterSettings
 from neurocast.wire.schemas import (
     Percentiles,
     SessionChannels,
@@ -75,6 +80,10 @@ class Session:
     restarted : bool
         The session starts again after a server restart: its results carry the
         ``restarted`` issue until subscribers have seen it (see :class:`RestartMark`).
+    cluster : ClusterSettings | None
+        Decode in a Ray actor placed by the cluster (``models`` is then empty: the actor loads
+        them) instead of in this process. Recording and the raw-signal view need the stream in
+        this process and are not offered then.
     """
 
     def __init__(
@@ -85,6 +94,7 @@ class Session:
         hub: Hub,
         settings: Settings | None = None,
         restarted: bool = False,
+        cluster: ClusterSettings | None = None,
     ) -> None:
         self.id = hub.session_id
         self.request = request
@@ -96,6 +106,14 @@ class Session:
         sink: Callable[[Result], None] = hub.publish_threadsafe
         if restarted:
             sink = RestartMark(sink, lambda: bool(hub.subscribers))
+        self.recording: RecordingSource | None = None
+        self.loop: DecodeLoop | RemoteLoop
+        if cluster is not None:
+            self.loop = _remote_loop(request, source_spec, sink, hub, settings, cluster)
+            self._state: SessionState = "starting"
+            self._error: str | None = None
+            self.start_task: asyncio.Task[None] | None = None
+            return
         # chunks and results reach a recorder while one is attached (POST .../recording)
         self.recording = RecordingSource(open_source(source_spec))
         self.loop = DecodeLoop(
@@ -105,9 +123,9 @@ class Session:
             stride_s=request.stride_s,
             max_lag_s=request.max_lag_ms / 1e3,
         )
-        self._state: SessionState = "starting"
-        self._error: str | None = None
-        self.start_task: asyncio.Task[None] | None = None
+        self._state = "starting"
+        self._error = None
+        self.start_task = None
 
     async def start(self) -> None:
         """Open the source and start decoding (in a worker thread); never raises."""
@@ -153,7 +171,7 @@ class Session:
         return self._state, self._error
 
     def _engine(self) -> DecodeEngine | None:
-        return self.loop.engine
+        return self.loop.engine if isinstance(self.loop, DecodeLoop) else None
 
     def channels(self) -> SessionChannels | None:
         """The stream's channels with their positions; None until the source is open."""
@@ -209,6 +227,31 @@ class Session:
         )
 
 
+def _remote_loop(
+    request: SessionCreate,
+    source_spec: SourceSpec,
+    sink: Callable[[Result], None],
+    hub: Hub,
+    settings: Settings | None,
+    cluster: ClusterSettings,
+) -> RemoteLoop:
+    """A session's decoding in a Ray actor, its results relayed to ``sink`` on the event loop."""
+    from neurocast.server.cluster.remote import RemoteLoop  # Ray only when asked for
+
+    publish = hub.publish if sink is hub.publish_threadsafe else sink
+    return RemoteLoop(
+        source_spec,
+        request.models,
+        publish,
+        loop=hub.loop,
+        settings=cluster,
+        stride_s=request.stride_s,
+        max_lag_s=request.max_lag_ms / 1e3,
+        models_dir=settings.models_dir if settings is not None else None,
+        threads=settings.threads if settings is not None else None,
+    )
+
+
 def _unknown(session_id: str) -> NotFound:
     return NotFound.unknown("session", session_id, "/v1/sessions")
 
@@ -244,6 +287,11 @@ class SessionManager:
         self.registry = registry
         self.metrics = metrics
         self.store = store
+        self.cluster: ClusterSettings | None = None
+        if settings.ray:
+            from neurocast.server.cluster.settings import ClusterSettings  # Ray only when asked
+
+            self.cluster = ClusterSettings()
         self._sessions: dict[str, Session] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._last_state: dict[str, SessionState] = {}
@@ -301,8 +349,12 @@ class SessionManager:
                 f"This server runs at most {self.settings.max_sessions} sessions; delete one "
                 f"(DELETE /v1/sessions/{{id}}) or raise NEUROCAST_MAX_SESSIONS.",
             )
-        # the first use of a model loads (and warms up) its ONNX session: not on the event loop
-        models = await asyncio.to_thread(self.registry.window_models, request.models)
+        if self.cluster is None:
+            # the first use of a model loads (and warms up) its ONNX session: off the event loop
+            models = await asyncio.to_thread(self.registry.window_models, request.models)
+        else:  # the session's actor loads them where the cluster places it
+            self.registry.check_ids(request.models)
+            models = []
         loop = asyncio.get_running_loop()
         session_id = restored[0] if restored else uuid.uuid4().hex[:12]
         hub = Hub(
@@ -315,7 +367,15 @@ class SessionManager:
             idle_timeout_s=self.settings.ws_idle_timeout_s,
         )
         try:
-            session = Session(request, source, models, hub, self.settings, restored is not None)
+            session = Session(
+                request,
+                source,
+                models,
+                hub,
+                self.settings,
+                restored is not None,
+                cluster=self.cluster,
+            )
         except Exception as exc:  # the source type is not available in this installation
             raise InvalidInput("bad_source", f"Cannot build the source: {exc}") from exc
         if restored is not None:

@@ -132,23 +132,52 @@ def test_encoders_give_unit_representations(tiny: tuple) -> None:
     assert "SIMULATED" in model.trained_on
 
 
+def _pairwise_2way(scores: np.ndarray, true: np.ndarray) -> float:
+    """2-way accuracy by enumerating every (query, wrong candidate) pair; ties count half."""
+    wins = []
+    for row, t in zip(scores, true, strict=True):
+        for j in range(len(row)):
+            if j != t:
+                wins.append(1.0 if row[t] > row[j] else 0.5 if row[t] == row[j] else 0.0)
+    return float(np.mean(wins))
+
+
 def test_evaluation_reports_every_figure(tiny: tuple) -> None:
     model, _, test = tiny
     figures = evaluate_aligned(model, test)
+    # k below the number of candidates (4), so top-k is not 1.0 by construction
+    top2 = evaluate_aligned(model, test, k=2)
+    images, true = np.unique(test.image_rows, return_inverse=True)
+    cand = test.embeddings[images].astype(np.float64)
+    cand /= np.linalg.norm(cand, axis=1, keepdims=True)
+    diag = np.arange(len(images))
+    halves = {}
     for m in ("eeg", "meg"):
-        for key in ("decode_2way", "decode_top5", "decode_top1", "encode_2way"):
-            assert 0.0 <= figures[f"{key}_{m}"] <= 1.0
-    assert figures["decode_top5_eeg"] == 1.0  # only 4 candidates
+        z = model.embed(test, m).astype(np.float64)
+        s = z @ cand.T
+        # how many candidates outscore the true image, trial by trial
+        beaten_by = np.array([(row > row[t]).sum() for row, t in zip(s, true, strict=True)])
+        assert figures[f"decode_top1_{m}"] == pytest.approx(np.mean(beaten_by == 0))
+        assert top2[f"decode_top2_{m}"] == pytest.approx(np.mean(beaten_by <= 1))
+        assert figures[f"decode_2way_{m}"] == pytest.approx(_pairwise_2way(s, true))
+        mean = np.array([z[true == i].mean(axis=0) for i in diag])
+        mean /= np.linalg.norm(mean, axis=1, keepdims=True)
+        assert figures[f"encode_2way_{m}"] == pytest.approx(_pairwise_2way(cand @ mean.T, diag))
+        # two trials per image: the first half is the first trial, the second half the other
+        first = np.array([z[np.flatnonzero(true == i)[0]] for i in diag])
+        second = np.array([z[np.flatnonzero(true == i)[1]] for i in diag])
+        halves[m] = tuple(h / np.linalg.norm(h, axis=1, keepdims=True) for h in (first, second))
     for src, dst in (("eeg", "meg"), ("meg", "eeg")):
         raw = figures[f"conversion_2way_{src}_to_{dst}"]
         ceiling = figures[f"ceiling_2way_{dst}"]
         norm = figures[f"conversion_2way_norm_{src}_to_{dst}"]
-        assert 0.0 <= raw <= 1.0 and 0.0 <= ceiling <= 1.0
+        assert raw == pytest.approx(_pairwise_2way(halves[src][0] @ halves[dst][1].T, diag))
+        assert ceiling == pytest.approx(_pairwise_2way(halves[dst][0] @ halves[dst][1].T, diag))
         if ceiling >= MIN_CEILING_2WAY:
             assert norm == pytest.approx(raw / ceiling)
         else:  # a target that does not identify its own images normalises nothing
             assert np.isnan(norm)
-    assert figures["n_test_images"] == 4
+    assert figures["n_test_images"] == 4 and figures["n_test_trials"] == 8
 
 
 def test_evaluation_needs_repeated_test_images(tiny: tuple) -> None:
@@ -200,7 +229,29 @@ def test_train_align_command(tmp_path: Path) -> None:
     argv = ["train", "align", "--out-dir", str(tmp_path), "--n-images", "10"]
     argv += ["--n-test-images", "3", "--repeats", "2", "--test-repeats", "2", "--epochs", "1"]
     assert main(argv) == EXIT_OK
-    for m in ("eeg", "meg"):
-        meta = load_artifact(tmp_path / f"aligned-{m}.onnx").metadata
-        assert meta.task == "embedding" and "decode_2way_eeg" in meta.metrics.values
+    expected = {
+        *(f"{key}_{m}" for key in ("decode_2way", "decode_top5", "decode_top1", "encode_2way")
+          for m in ("eeg", "meg")),
+        *(f"{key}_{a}_to_{b}" for key in ("conversion_2way", "conversion_2way_norm")
+          for a, b in (("eeg", "meg"), ("meg", "eeg"))),
+        "ceiling_2way_eeg", "ceiling_2way_meg", "n_test_images", "n_test_trials",
+        "export_max_abs_diff",
+    }  # fmt: skip
+    metas = [load_artifact(tmp_path / f"aligned-{m}.onnx").metadata for m in ("eeg", "meg")]
+    for meta in metas:
+        assert meta.task == "embedding" and set(meta.metrics.values) == expected
+        # the held-out figures are those of --n-test-images 3 x --test-repeats 2
+        assert (
+            meta.metrics.values["n_test_images"] == 3 and meta.metrics.values["n_test_trials"] == 6
+        )
+        # top-1 over 6 single trials: a whole number of hits
+        for m in ("eeg", "meg"):
+            hits = 6 * meta.metrics.values[f"decode_top1_{m}"]
+            assert hits == pytest.approx(round(hits))
+        assert meta.metrics.values["export_max_abs_diff"] <= 1e-4
+    # one evaluation, shared by both encoders' artifacts
+    shared = {k for k in expected if k != "export_max_abs_diff"}
+    assert {k: metas[0].metrics.values[k] for k in shared} == pytest.approx(
+        {k: metas[1].metrics.values[k] for k in shared}, nan_ok=True
+    )
     assert main(["train", "align", "--out-dir", str(tmp_path), "--repeats", "1"]) == EXIT_USAGE

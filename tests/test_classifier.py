@@ -6,8 +6,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
+from scipy.special import log_softmax
+from sklearn.metrics import balanced_accuracy_score
 
 from neurocast.clients.cli import build_parser
 from neurocast.models.nets.backbones import (
@@ -33,10 +36,13 @@ from neurocast.models.training.classifier import (
 )
 from neurocast.models.training.classifier_data import (
     ScalogramWindows,
+    preprocess_recording,
+    recording_power,
     split_by_group,
     trial_windows,
 )
 from neurocast.models.training.export import (
+    INPUT_NAME,
     ExportCheckError,
     check_onnx,
     export_onnx,
@@ -45,6 +51,7 @@ from neurocast.models.training.trials import find_trials
 from neurocast.streaming.io import read_recording
 from neurocast.streaming.preprocessing.filters import PreprocessSpec
 from neurocast.streaming.preprocessing.scalogram import ScalogramSpec
+from neurocast.streaming.sources.base import StreamInfo
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -457,6 +464,33 @@ def test_train_classifier_command_writes_an_artifact(shared_data: Path, tmp_path
     assert meta.input.n_times == 40  # 1 s of columns every 25 ms
     assert len(meta.input.ch_names) == 64 and meta.output.class_names == ["hands", "feet"]
     assert meta.input.scalogram is not None and meta.input.preprocess.robust_scale is not None
-    assert 0.0 <= meta.metrics.values["test_trial_balanced_accuracy"] <= 1.0
+    # the test figure is the exported model's trial decisions on the held-out recording,
+    # recomputed from the artifact alone (its input spec and its ONNX graph)
+    spec = meta.input
+    raw = read_recording(eegbci / "S001R10.edf", eegbci=True, preload=True)
+    trials = find_trials(raw, {"T1": "hands", "T2": "feet"})
+    stream = StreamInfo(name=str(raw.filenames[0]), info=raw.info)
+    signal = preprocess_recording(raw.get_data().astype(np.float32), stream, spec)
+    windows = trial_windows(
+        [recording_power(signal, spec)],
+        [trials.onsets / trials.sfreq],
+        [trials.labels],
+        spec,
+        tmin_s=1.4,
+        tmax_s=args.tmax,
+        stride_s=spec.stride_s,
+    )
+    onnx_session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    index = np.arange(len(windows))
+    logits = np.concatenate(
+        [
+            onnx_session.run(None, {INPUT_NAME: windows.batch(index[a : a + 64])})[0]
+            for a in range(0, len(windows), 64)
+        ]
+    )
+    ids, mean = trial_log_proba(log_softmax(logits, axis=1), windows.groups)
+    truth = [windows.labels[windows.groups == t][0] for t in ids]
+    expected = balanced_accuracy_score(truth, mean.argmax(axis=1))
+    assert meta.metrics.values["test_trial_balanced_accuracy"] == pytest.approx(expected, abs=1e-9)
     assert meta.metrics.values["export_max_abs_diff"] <= 1e-4
     assert not meta.simulated_training_data and "S001R06" in meta.provenance.data

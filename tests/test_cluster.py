@@ -208,6 +208,27 @@ def test_decoder_pool_batches_across_callers() -> None:
         assert info["provider"] == "CPUExecutionProvider" and info["model"] == MODEL
         assert sum(info["batch_sizes"].values()) < len(windows)  # some calls shared a batch
         assert max(info["batch_sizes"]) > 1
+        # a live session whose decoder is the pool
+        got: list[Result] = []
+
+        async def session() -> None:
+            loop = RemoteLoop(
+                SPEC,
+                [MODEL],
+                got.append,
+                loop=asyncio.get_running_loop(),
+                settings=settings(pool=[pool.model_dump()]),
+            )
+            await asyncio.to_thread(loop.start)
+            try:
+                assert await wait_for(lambda: len(got) >= 10, 15)
+            finally:
+                await asyncio.to_thread(loop.stop)
+
+        n_before = sum(pool_info(handles[MODEL])[0]["batch_sizes"].values())
+        asyncio.run(session())
+        assert sum(pool_info(handles[MODEL])[0]["batch_sizes"].values()) >= n_before + 10
+        assert all(abs(sum(r.payload["probabilities"]) - 1) < 1e-5 for r in got)
     finally:
         serve.delete(pool.app_name)
 
@@ -379,3 +400,70 @@ def test_cli_decodes_many_recordings_on_the_cluster(
     # several files without --ray, or a file name as the --out folder, are usage errors
     assert main(["decode", *files, "-m", MODEL, "--out", str(tmp_path / "r.parquet")]) == 2
     assert main(["decode", "--ray", *files, "-m", MODEL, "--out", str(tmp_path / "r.npz")]) == 2
+
+
+def test_gateway_runs_sessions_on_actors_and_jobs_on_the_cluster(
+    recordings: list[Path], tmp_path: Path
+) -> None:
+    """`neurocast serve --ray`: the REST API and WebSocket as usual, decoding on the cluster."""
+    import httpx
+
+    from neurocast.clients.client import Client
+    from neurocast.server.app import create_app
+    from neurocast.server.config import Settings
+    from neurocast.server.runner import ServerThread
+
+    token = "t" * 24
+    auth = {"Authorization": f"Bearer {token}"}
+    app = create_app(Settings(token=token, ray=True, state_dir=tmp_path, restore_sessions=False))
+    with ServerThread(app) as server, Client(server.url, token=token) as client:
+        session = client.create_session(SPEC, [MODEL])
+        deadline = time.monotonic() + 30
+        while client.session(session.id).n_decoded < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status = client.session(session.id)
+        assert status.status == "running" and status.n_decoded >= 20 and status.simulated
+        assert status.stream is not None and status.stream.n_channels == 306
+        # the gateway cannot record a stream that never reaches it: a clear refusal
+        refused = httpx.post(f"{server.url}/v1/sessions/{session.id}/recording", headers=auth)
+        assert refused.status_code == 422 and refused.json()["code"] == "recording_unsupported"
+        client.delete_session(session.id)
+        # a batch job on the cluster equals the local one
+        with recordings[0].open("rb") as fh:
+            r = httpx.post(
+                f"{server.url}/v1/decode",
+                headers=auth,
+                data={"models": [MODEL], "engine": "ray"},
+                files={"file": (recordings[0].name, fh)},
+                timeout=60,
+            )
+        assert r.status_code == 202, r.text
+        job = client.wait_job(r.json()["id"], timeout_s=90)
+        assert job.status == "done", job.error
+        got = client.job_results(job.id).results
+    (model,) = load_models([MODEL], None)
+    want = decode_recording(load_recording(recordings[0]), [model])
+    assert [g.window_end for g in got] == [w.window_end for w in want]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(
+            g.payload["probabilities"], w.payload["probabilities"], rtol=1e-5
+        )
+
+
+def test_a_server_without_ray_refuses_ray_jobs(recordings: list[Path], tmp_path: Path) -> None:
+    import httpx
+
+    from neurocast.server.app import create_app
+    from neurocast.server.config import Settings
+    from neurocast.server.runner import ServerThread
+
+    token = "t" * 24
+    app = create_app(Settings(token=token, state_dir=tmp_path, restore_sessions=False))
+    with ServerThread(app) as server, recordings[0].open("rb") as fh:
+        r = httpx.post(
+            f"{server.url}/v1/decode",
+            headers={"Authorization": f"Bearer {token}"},
+            data={"models": [MODEL], "engine": "ray"},
+            files={"file": (recordings[0].name, fh)},
+        )
+    assert r.status_code == 422 and r.json()["code"] == "ray_unavailable"

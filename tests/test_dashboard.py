@@ -106,9 +106,14 @@ const inked = (id) => {
     null, { timeout: 30000 });
   const small = await page.evaluate(() => ["probabilities", "retrieval", "translation"].map(
     (p) => [p, !document.getElementById(`${p}-panel`).hidden]));
+  // its MEG-only stream is shown on a sensor type it has
+  await page.waitForTimeout(1500);
+  const smallSignal = await page.evaluate(inked, "signal");
   await page.screenshot({ path: `${shotDir}/dashboard-classifier-only.png`, fullPage: true });
   await context.close();
-  const report = { first, second, simulatedVisible, simulatedText, pixels, text, small, errors };
+  const report = {
+    first, second, simulatedVisible, simulatedText, pixels, text, small, smallSignal, errors,
+  };
   console.log(JSON.stringify(report));
 })().catch((e) => { console.error(e); process.exit(1); });
 """
@@ -215,7 +220,8 @@ def test_dashboard_shows_the_demo_session(tmp_path: Path) -> None:
         assert pixels[canvas] > 1000, (canvas, pixels)
     assert "demo-classifier" in text["models"] and "demo-classifier" in text["heading"]
     assert "mean running r" in text["translation"] and "channels at 150 Hz" in text["signal"]
-    # a classifier-only session shows only its panel
+    # a classifier-only session shows only its panel, and its MEG-only stream
+    assert report["smallSignal"] > 1000
     assert dict(report["small"]) == {
         "probabilities": True,
         "retrieval": False,

@@ -9,6 +9,7 @@ import pytest
 from test_server_support import AUTH, SIM_SPEC, serve
 
 from neurocast.server.signal_tap import DISPLAY_HZ
+from neurocast.streaming.sources.simulator.simulator import Simulator
 from neurocast.wire.frames import SignalFrame
 from neurocast.wire.schemas import ALL_OUTPUTS, SessionChannels, Subscribe
 
@@ -56,6 +57,7 @@ def test_signal_frames_carry_the_stream_continuously(registry, model_ids) -> Non
     assert layout.session_id == session.id and layout.simulated
     assert [c.name for c in layout.channels] == names
     positions = np.array([c.pos_m for c in layout.channels if c.pos_m is not None])
-    # electrodes on a head of about 9 cm radius
-    assert positions.shape == (64, 3)
-    assert 0.06 < np.median(np.linalg.norm(positions, axis=1)) < 0.12
+    # the electrode positions of the simulated montage, in metres
+    expected = np.array([ch["loc"][:3] for ch in Simulator(SIM_SPEC).info["chs"]])
+    np.testing.assert_allclose(positions, expected)
+    assert 0.05 < np.ptp(positions[:, 0]) < 0.25

@@ -61,10 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; exit code 2 for unreadable or unfitting input."""
+    from threadpoolctl import threadpool_limits
+
     from neurocast.models.serving.schema import ArtifactError
 
     try:
-        report, curve = _evaluate(args)
+        # one eigendecomposition per window: OpenBLAS threads only slow small matrices down
+        with threadpool_limits(limits=1, user_api="blas"):
+            report, curve = _evaluate(args)
     except (ValueError, ArtifactError, FileNotFoundError) as exc:
         print(f"neurocast evaluate: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from neurocast.clients.cli.exit_codes import EXIT_OK, EXIT_USAGE
+from neurocast.clients.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-upload-mb", type=float, help="upload size limit in MiB")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    parser.add_argument(
+        "--ray",
+        action="store_true",
+        help="run each session in its own Ray actor and allow batch jobs on the cluster "
+        "(needs neurocast[ray]; cluster options: NEUROCAST_RAY_* variables)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="the Ray cluster to join (default NEUROCAST_RAY_ADDRESS, else a local one)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -50,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from neurocast.server.config import Settings
     from neurocast.server.runner import NeurocastServer, uvicorn_config
 
+    if args.ray or args.ray_address:
+        code = _join_cluster(args)
+        if code is not None:
+            return code
     try:
         settings = Settings.from_env(
             host=args.host,
@@ -58,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             data_root=args.data_root,
             cors_origins=args.cors_origins,
             max_upload_mb=args.max_upload_mb,
+            ray=True if args.ray or args.ray_address else None,
         )
     except ValidationError as exc:
         for err in exc.errors():
@@ -74,3 +91,22 @@ def run(args: argparse.Namespace) -> int:
         )
     NeurocastServer(uvicorn_config(app, settings.host, settings.port, args.log_level)).run()
     return EXIT_OK
+
+
+def _join_cluster(args: argparse.Namespace) -> int | None:
+    """Join the Ray cluster and start its decoder pools; an exit code when that fails."""
+    from neurocast.server.cluster.cli import check_ray, cluster_settings
+
+    missing = check_ray("serve")
+    if missing is not None:
+        return missing
+    from neurocast.server.cluster.gateway import start_cluster
+
+    if args.ray_address:  # the sessions' actors read the cluster settings from the environment
+        os.environ["NEUROCAST_RAY_ADDRESS"] = args.ray_address
+    try:
+        start_cluster(cluster_settings(args), args.models_dir)
+    except Exception as exc:  # an unreachable cluster, a pool that cannot start
+        print(f"neurocast serve: cannot start on the Ray cluster: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return None

@@ -61,8 +61,9 @@ def format_message(message: object, clock: Callable[[], float] | None = None) ->
     if isinstance(message, SignalFrame):
         n_ch, n_s = message.data.shape
         rms = float(np.sqrt(np.mean(np.square(message.data, dtype=np.float64)))) if n_s else 0.0
-        body = f"translated {n_ch} ch x {n_s} samples, rms {rms:.3g}"
         meta = message.meta
+        what = "signal" if meta.get("kind") == "signal" else "translated"
+        body = f"{what} {n_ch} ch x {n_s} samples, rms {rms:.3g}"
         lat = meta.get("latency", {})
         return _result_line(meta.get("model", "?"), message, body, lat, clock)
     if isinstance(message, ResultMessage):

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 
-from neurocast.streaming.engine.results import Result
+from neurocast.streaming.engine.results import Latency, Result
 from neurocast.streaming.sources.base import Marker
+
+# Latency holds floats only: reading its fields by name gives what dataclasses.asdict gives,
+# without asdict's recursive deep copy (most of the cost of a record)
+_LATENCY_FIELDS = tuple(f.name for f in fields(Latency))
 
 
 def jsonable(value: Any) -> Any:
@@ -43,7 +47,7 @@ def result_record(result: Result) -> dict[str, Any]:
         "issues": list(result.issues),
         "skipped": int(result.skipped),
         "simulated": bool(result.simulated),
-        "latency": asdict(result.latency),
+        "latency": {name: getattr(result.latency, name) for name in _LATENCY_FIELDS},
         "markers": marker_records(result.markers),
         "payload": jsonable(result.payload),
     }

@@ -110,7 +110,7 @@ class SessionActor:
         Returns
         -------
         reply : dict
-            ``{"error": None, "stream": {...}, "pid": int}`` once decoding runs, or
+            ``{"error": None, "stream": StreamInfo, "pid": int}`` once decoding runs, or
             ``{"error": "Type: reason"}`` when the source cannot be opened or a model does not
             fit (the actor stays up so that the gateway can read the reason).
         """
@@ -127,18 +127,9 @@ class SessionActor:
             text = str(exc).strip()
             return {"error": f"{type(exc).__name__}: {text}" if text else type(exc).__name__}
         assert self.loop.engine is not None
-        info = self.loop.engine.stream
-        return {
-            "error": None,
-            "pid": os.getpid(),
-            "stream": {
-                "name": info.name,
-                "source_id": info.source_id,
-                "n_channels": info.n_channels,
-                "sfreq": info.sfreq,
-                "simulated": info.simulated,
-            },
-        }
+        # the whole StreamInfo (its mne.Info pickles): the gateway lists channels and
+        # positions from it as it does for an in-process session
+        return {"error": None, "pid": os.getpid(), "stream": self.loop.engine.stream}
 
     def clock(self) -> float:
         """This process's :func:`~neurocast.streaming.sources.base.local_clock`, in seconds."""

@@ -34,7 +34,7 @@ from neurocast.server.cluster.plain import result_from_plain, stats_from_plain
 from neurocast.server.cluster.settings import ClusterSettings
 from neurocast.streaming.engine.loop import LoopStats
 from neurocast.streaming.engine.results import Result
-from neurocast.streaming.sources.base import local_clock
+from neurocast.streaming.sources.base import StreamInfo, local_clock
 from neurocast.streaming.sources.specs import SourceSpec
 
 logger = logging.getLogger(__name__)
@@ -59,21 +59,10 @@ def connect(settings: ClusterSettings | None = None, **init_kwargs: Any) -> None
 
 
 @dataclass(frozen=True)
-class RemoteStream:
-    """What the gateway knows of a remote session's stream (a summary of its StreamInfo)."""
-
-    name: str
-    source_id: str
-    n_channels: int
-    sfreq: float
-    simulated: bool
-
-
-@dataclass(frozen=True)
 class RemoteEngine:
     """Stands for ``DecodeLoop.engine`` where a server session reads ``engine.stream``."""
 
-    stream: RemoteStream
+    stream: StreamInfo
 
 
 def spawn_session_actor(
@@ -254,7 +243,7 @@ class RemoteLoop:
         if reply["error"] is not None:
             ray.kill(actor)
             raise RuntimeError(reply["error"])
-        self.engine = RemoteEngine(RemoteStream(**reply["stream"]))
+        self.engine = RemoteEngine(reply["stream"])
         self.clock_shift_s = _clock_shift(actor)
         self.actor = actor
 
@@ -271,6 +260,11 @@ class RemoteLoop:
                 return
             try:
                 batch = await actor.next_results.remote(s.relay_batch, s.relay_wait_s)
+                for record in batch["results"]:
+                    try:
+                        self.sink(result_from_plain(record, self.clock_shift_s))
+                    except Exception:  # one bad delivery must not end the session's stream
+                        logger.exception("Delivering a result failed")
                 if time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + s.stats_interval_s
                     self._take_stats(await actor.stats.remote())
@@ -280,11 +274,6 @@ class RemoteLoop:
                 if not await self._recover(exc):
                     return
                 continue
-            for record in batch["results"]:
-                try:
-                    self.sink(result_from_plain(record, self.clock_shift_s))
-                except Exception:  # one bad delivery must not end the session's stream
-                    logger.exception("Delivering a result failed")
             if batch["error"] and not batch["running"]:
                 self.error = batch["error"]
                 with contextlib.suppress(RayActorError):

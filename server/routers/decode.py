@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
@@ -78,6 +78,14 @@ async def decode(
     file: Annotated[
         UploadFile | None, File(description="The recording, with its usual extension.")
     ] = None,
+    engine: Annotated[
+        Literal["local", "ray"],
+        Form(
+            description="`local`: decoded by this server's workers; `ray`: by a Ray Data actor "
+            "pool on the cluster (server started with --ray; the file must be on storage the "
+            "cluster's nodes see)."
+        ),
+    ] = "local",
 ) -> JobStatus:
     """Start decoding an uploaded file or a file under the data root, as a job.
 
@@ -100,6 +108,6 @@ async def decode(
         assert path is not None
         target = resolve_under_root(state.settings.data_root, path)
         display = path
-    job = await state.jobs.create(target, display, models, stride_s, cleanup)
+    job = await state.jobs.create(target, display, models, stride_s, cleanup, engine=engine)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job.status()

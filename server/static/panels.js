@@ -141,7 +141,15 @@ function evenPicks(names, n) {
 
 /** Channels of the chosen sensor type in the signal view's list (types given on first use). */
 function fillChannelPicks(names, types) {
-  if (types) state.signalTypes = types;
+  if (types) {
+    state.signalTypes = types;
+    // start on a sensor type the stream has
+    const offered = [...$("signal-type").options].map((o) => o.value);
+    if (!types.includes($("signal-type").value)) {
+      const present = offered.find((t) => types.includes(t));
+      if (present) $("signal-type").value = present;
+    }
+  }
   const type = $("signal-type").value;
   const ofType = names.filter((_, i) => (state.signalTypes || [])[i] === type);
   const picked = new Set(evenPicks(ofType, DEFAULT_PICKS));

@@ -149,9 +149,7 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out-dir", type=Path, help="folder to write to (default: the package's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--threads", type=int, default=1, help="torch threads (default 1: reproducible)"
-    )
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: reproducible)")
     p.set_defaults(func=run_demo)
 
 

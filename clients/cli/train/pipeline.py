@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from neurocast.clients.cli.train.common import run_training
 from neurocast.clients.cli.train.command import _event  # the parser of every train command
+from neurocast.clients.cli.train.common import run_training
 
 RECIPES = ("csp-lda", "fbcsp-lda", "ts-lr", "mdm", "xdawn-ts-lr", "vec-lr")
 

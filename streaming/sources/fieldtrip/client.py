@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from numpy.typing import ArrayLike, NDArray
@@ -37,6 +37,7 @@ from neurocast.streaming.sources.fieldtrip.protocol import (
     Counts,
     FieldTripConnectionError,
     FieldTripProtocolError,
+    FieldTripRequestError,
     MessageDef,
     parse_message_def,
 )
@@ -323,6 +324,59 @@ class BlockingConnection:
                     raise FieldTripConnectionError("This FieldTrip connection was closed.") from exc
                 if fresh or not op.idempotent or isinstance(exc, TimeoutError):
                     raise _lost(op, self.host, self.port, exc) from exc
+
+    def run_pipelined(self, ops: Sequence[Operation[Any]]) -> list[Any | FieldTripRequestError]:
+        """Send several idempotent requests at once, then read their replies in order.
+
+        The server answers them one after the other without waiting for this client, which
+        saves a round trip per extra request (e.g. WAIT_DAT then GET_DAT up to the newest
+        sample: the data leave as soon as the wait ends).
+
+        Returns
+        -------
+        results : list
+            Per request, its result or the :class:`FieldTripRequestError` of its error reply
+            (returned, not raised, so that one refusal does not hide the other replies).
+
+        Raises
+        ------
+        FieldTripConnectionError
+            If the connection drops twice, or times out.
+        FieldTripProtocolError
+            If a reply is malformed.
+        """
+        if not all(op.idempotent and op.expects_reply for op in ops):
+            raise ValueError("Only idempotent requests that expect a reply can be pipelined.")
+        while True:
+            fresh = self._sock is None
+            self.connect()
+            try:
+                return self._exchange_all(ops)
+            except FieldTripProtocolError:
+                self.drop()
+                raise
+            except (OSError, EOFError) as exc:
+                self.drop()
+                if self._closed:
+                    raise FieldTripConnectionError("This FieldTrip connection was closed.") from exc
+                if fresh or isinstance(exc, TimeoutError):
+                    raise _lost(ops[0], self.host, self.port, exc) from exc
+
+    def _exchange_all(self, ops: Sequence[Operation[Any]]) -> list[Any | FieldTripRequestError]:
+        sock = self._sock
+        assert sock is not None
+        sock.settimeout(self.timeout_s + max(op.wait_s for op in ops))
+        sock.sendall(b"".join(op.request() for op in ops))
+        results: list[Any | FieldTripRequestError] = []
+        for op in ops:
+            mdef = parse_message_def(self._recv(sock, MESSAGE_DEF_SIZE))
+            _check_reply_size(mdef, MAX_MESSAGE_BYTES)
+            body = self._recv(sock, mdef.bufsize)
+            try:
+                results.append(op.result(mdef, body))
+            except FieldTripRequestError as exc:
+                results.append(exc)
+        return results
 
     def _exchange(self, op: Operation[T]) -> T:  # type: ignore[type-var]
         sock = self._sock

@@ -266,6 +266,9 @@ class FieldTripServer:
         assert self._cond is not None
         async with self._cond:
             self._cond.notify_all()
+        # let the woken WAIT_DAT requests answer (and any GET_DAT pipelined behind them) before
+        # the writer's own reply: the readers' latency is what the buffer is for
+        await asyncio.sleep(0)
 
     def _need_header(self) -> Header:
         if self._header is None:
@@ -343,8 +346,10 @@ class FieldTripServer:
         assert self._ring is not None
         cap = self._ring.shape[0]
         sel = self._select(body, order, self._nsamples, min(self._nsamples, cap), "samples")
-        idx = np.arange(sel.start, sel.stop) % cap
-        return pack_data(self._ring[idx], order)
+        a, n = sel.start % cap, len(sel)
+        if a + n <= cap:  # one slice, no index array: the usual newest-chunk read
+            return pack_data(self._ring[a : a + n], order)
+        return pack_data(np.concatenate([self._ring[a:], self._ring[: a + n - cap]]), order)
 
     async def _get_evt(self, body: bytes, order: ByteOrder, _: asyncio.StreamReader) -> bytes:
         self._need_header()
@@ -393,8 +398,10 @@ class FieldTripServer:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or reader.at_eof():
                     break
-                # wake at least every second to notice a client that went away meanwhile
+                # wake at least every second to notice a client that went away meanwhile;
+                # asyncio.timeout, unlike wait_for, adds no task per wait
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._cond.wait(), min(remaining, 1.0))
+                    async with asyncio.timeout(min(remaining, 1.0)):
+                        await self._cond.wait()
         self._need_header()
         return pack_counts(Counts(self._nsamples, self._nevents), order)

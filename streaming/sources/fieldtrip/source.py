@@ -223,30 +223,32 @@ class FieldTripSource:
         if self._resync:
             self._reread_header(self._conn.run(op_get_header()))
             self._resync = False
-        counts = self._conn.run(
-            op_wait_data(self._next_sample, self._next_event, max(0, round(timeout * 1000)))
-        )
-        if counts.nsamples < self._next_sample or counts.nevents < self._next_event:
+        first = self._next_sample
+        # GET_DAT up to the newest sample travels with WAIT_DAT: the server answers it as soon
+        # as the wait ends, without a second round trip (refused when nothing new arrived)
+        wait = op_wait_data(first, self._next_event, max(0, round(timeout * 1000)))
+        replies = self._conn.run_pipelined([wait, op_get_data(first, None)])
+        counts, block = replies
+        if isinstance(counts, FieldTripRequestError):
+            raise counts
+        receipt = local_clock()
+        if counts.nsamples < first or counts.nevents < self._next_event:
             self._reread_header(self._conn.run(op_get_header()))
             return None
         if counts.nevents > self._next_event:
             self._pending.extend(self._events_until(counts.nevents))
-        if counts.nsamples <= self._next_sample:
+        if isinstance(block, FieldTripRequestError):
+            if counts.nsamples > first:
+                # the server's ring dropped them before we asked (we fell far behind): skip
+                # ahead, the timestamps show the gap
+                logger.warning(
+                    "FieldTrip samples %d..%d were dropped by the server before they could be "
+                    "read.",
+                    first,
+                    counts.nsamples - 1,
+                )
+                self._next_sample = counts.nsamples
             return None
-        first = self._next_sample
-        try:
-            block = self._conn.run(op_get_data(first, counts.nsamples - 1))
-        except FieldTripRequestError:
-            # the server's ring dropped them before we asked (we fell far behind): skip ahead,
-            # the timestamps show the gap
-            logger.warning(
-                "FieldTrip samples %d..%d were dropped by the server before they could be read.",
-                first,
-                counts.nsamples - 1,
-            )
-            self._next_sample = counts.nsamples
-            return None
-        receipt = local_clock()
         assert self._clock is not None and self._header is not None
         if block.shape[1] != self._header.nchans:
             # a new header was put and filled past our position before we noticed the reset
