@@ -261,17 +261,10 @@ class Job:
         if self.store is None:
             self.results = results
             return
-
-        def write(fmt: str) -> None:
-            if not (self.forgotten or self.abandoned):
-                data = to_bytes(fmt, results, self.simulated, self.id)
-                write_atomic(self.results_file(fmt), data)
-
-        # one thread per format: each file's fsync waits on the disk (without the GIL) while
-        # the next format is encoded, instead of the waits adding up
-        with ThreadPoolExecutor(len(RESULT_FORMATS), thread_name_prefix="job-results") as pool:
-            for future in [pool.submit(write, fmt) for fmt in RESULT_FORMATS]:
-                future.result()
+        for fmt in RESULT_FORMATS:
+            if self.forgotten or self.abandoned:
+                return
+            write_atomic(self.results_file(fmt), to_bytes(fmt, results, self.simulated, self.id))
 
     def _finish(self, state: JobState) -> None:
         self.state = state

@@ -102,6 +102,9 @@ class Metrics:
         )
         r.register(_SessionGauges(statuses))
         self._labels: dict[str, set[str]] = {}
+        # the delivery series of each session: looked up once per message and per client,
+        # so the label lookup (a lock and a hash of the labels) is done once per session
+        self._delivery: dict[str, Histogram] = {}
 
     def observe_result(self, session_id: str, result: Result) -> None:
         """Count a live result and record its stage latencies."""
@@ -119,7 +122,10 @@ class Metrics:
 
     def observe_delivery(self, session_id: str, seconds: float) -> None:
         """Record the delivery latency of one message."""
-        self.delivery_latency.labels(session_id).observe(seconds)
+        series = self._delivery.get(session_id)
+        if series is None:
+            series = self._delivery[session_id] = self.delivery_latency.labels(session_id)
+        series.observe(seconds)
 
     def observe_dropped(self, session_id: str, n: int) -> None:
         """Count messages dropped for a slow client."""
@@ -132,6 +138,7 @@ class Metrics:
                 _remove(counter, session_id, model)
             for stage in _STAGES:
                 _remove(self.stage_latency, session_id, model, stage)
+        self._delivery.pop(session_id, None)
         _remove(self.delivery_latency, session_id)
         _remove(self.dropped, session_id)
 

@@ -287,6 +287,7 @@ class SessionManager:
         self.registry = registry
         self.metrics = metrics
         self.store = store
+        self._reserved = 0  # creates past the limit check whose models are still loading
         self.cluster: ClusterSettings | None = None
         if settings.ray:
             from neurocast.server.cluster.settings import ClusterSettings  # Ray only when asked
@@ -295,6 +296,13 @@ class SessionManager:
         self._sessions: dict[str, Session] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._last_state: dict[str, SessionState] = {}
+
+    async def _load_models(self, request: SessionCreate) -> list[WindowModel]:
+        if self.cluster is not None:  # the session's actor loads them where Ray places it
+            self.registry.check_ids(request.models)
+            return []
+        # the first use of a model loads (and warms up) its ONNX session: off the event loop
+        return await asyncio.to_thread(self.registry.window_models, request.models)
 
     def __len__(self) -> int:
         """Sessions that exist now, running or not."""
@@ -343,18 +351,19 @@ class SessionManager:
         LimitReached
             When the session limit is reached.
         """
-        if len(self._sessions) >= self.settings.max_sessions:
+        if len(self._sessions) + self._reserved >= self.settings.max_sessions:
             raise LimitReached(
                 "too_many_sessions",
                 f"This server runs at most {self.settings.max_sessions} sessions; delete one "
                 f"(DELETE /v1/sessions/{{id}}) or raise NEUROCAST_MAX_SESSIONS.",
             )
-        if self.cluster is None:
-            # the first use of a model loads (and warms up) its ONNX session: off the event loop
-            models = await asyncio.to_thread(self.registry.window_models, request.models)
-        else:  # the session's actor loads them where the cluster places it
-            self.registry.check_ids(request.models)
-            models = []
+        # the slot is held while the models load, so that creates arriving together cannot
+        # all pass the check above
+        self._reserved += 1
+        try:
+            models = await self._load_models(request)
+        finally:
+            self._reserved -= 1
         loop = asyncio.get_running_loop()
         session_id = restored[0] if restored else uuid.uuid4().hex[:12]
         hub = Hub(

@@ -26,6 +26,7 @@ from neurocast.models.training.align_eval import (
     evaluate_aligned,
     two_way_accuracy,
 )
+from neurocast.models.training.export import ArtifactAbout
 from neurocast.streaming.sources.simulator.images import default_image_set
 from neurocast.streaming.sources.specs import SimulatorSpec
 
@@ -206,7 +207,12 @@ def test_aligned_space_needs_both_modalities() -> None:
 def test_embedding_artifact_through_the_runtime(tiny: tuple, tmp_path: Path) -> None:
     model, _, test = tiny
     artifact = export_encoder(
-        model, "meg", tmp_path / "meg.onnx", check_data=test, name="meg", stream_sfreq=250.0
+        model,
+        "meg",
+        tmp_path / "meg.onnx",
+        check_data=test,
+        about=ArtifactAbout(name="meg"),
+        stream_sfreq=250.0,
     )
     meta = load_artifact(artifact.path).metadata
     assert meta.task == "embedding" and meta.simulated_training_data
@@ -220,7 +226,12 @@ def test_embedding_artifact_through_the_runtime(tiny: tuple, tmp_path: Path) -> 
     np.testing.assert_allclose(payload["embedding"], model.embed(test, "meg")[0], atol=1e-4)
     with pytest.raises(ValueError, match="modality"):
         export_encoder(
-            model, "fmri", tmp_path / "x.onnx", check_data=test, name="x", stream_sfreq=250.0
+            model,
+            "fmri",
+            tmp_path / "x.onnx",
+            check_data=test,
+            about=ArtifactAbout(name="x"),
+            stream_sfreq=250.0,
         )
 
 

@@ -26,7 +26,7 @@ from neurocast.models.nets.classifier import (
     SensorMixing,
 )
 from neurocast.models.serving import load_artifact
-from neurocast.models.serving.schema import InputSpec, Provenance
+from neurocast.models.serving.schema import InputSpec
 from neurocast.models.training.classifier import (
     TrainConfig,
     build_classifier,
@@ -43,6 +43,7 @@ from neurocast.models.training.classifier_data import (
 )
 from neurocast.models.training.export import (
     INPUT_NAME,
+    ArtifactAbout,
     ExportCheckError,
     check_onnx,
     export_onnx,
@@ -323,14 +324,17 @@ def test_export_writes_a_checked_artifact(tmp_path: Path) -> None:
         model,
         tmp_path / "m.onnx",
         check_inputs=x,
-        name="m",
-        version="1",
+        about=ArtifactAbout(
+            name="m",
+            trained_on="synthetic power",
+            split="none",
+            seed=0,
+            metrics={"val_window_balanced_accuracy": 0.5},
+            metrics_note="synthetic",
+            simulated_training_data=True,
+        ),
         input_spec=_input_spec(),
         class_names=["a", "b"],
-        provenance=Provenance(data="synthetic power", split="none", seed=0, git_commit=None),
-        metrics={"val_window_balanced_accuracy": 0.5},
-        metrics_note="synthetic",
-        simulated_training_data=True,
     )
     meta = load_artifact(artifact.path).metadata
     assert meta.metrics.values["export_max_abs_diff"] <= 1e-4
@@ -341,14 +345,11 @@ def test_export_writes_a_checked_artifact(tmp_path: Path) -> None:
             model,
             tmp_path / "bad.onnx",
             check_inputs=x[:, :, :2],
-            name="m",
-            version="1",
+            about=ArtifactAbout(
+                name="m", trained_on="x", split="none", seed=0, simulated_training_data=True
+            ),
             input_spec=_input_spec(),
             class_names=["a", "b"],
-            provenance=Provenance(data="x", split="none", seed=0, git_commit=None),
-            metrics={},
-            metrics_note="",
-            simulated_training_data=True,
         )
 
 

@@ -187,7 +187,13 @@ def test_cli_artifact_round_trip_through_runtime(trained: tuple[Path, Path]) -> 
     assert meta.input.preprocess.baseline_s == (0.0, 0.2)
     assert meta.input.window_s == pytest.approx(0.1) and meta.input.context_s == pytest.approx(0.2)
     assert meta.metrics.values["export_max_abs_diff"] < 1e-4  # torch-vs-ONNX check passed
-    assert "test_top5_mean" in meta.metrics.values and "ridge_test_top5_mean" in meta.metrics.values
+    m = meta.metrics.values
+    # retrieval among the held-out images of the 30-image gallery (--test-fraction 0.3)
+    assert m["test_gallery_size"] == 9
+    assert m["test_chance_top5"] == pytest.approx(5 / 9)
+    assert m["test_top1_mean"] <= m["test_top5_mean"] <= m["test_top5_peak"]
+    assert m["ridge_test_top5_mean"] <= m["ridge_test_top5_peak"]
+    assert 0.1 - 1e-9 <= m["test_top5_peak_end_s"] <= 0.3 + 1e-9  # --tmin 0.1 --tmax 0.3
     gallery = Gallery.load(gallery_path)  # copied beside the artifact for the server
     model = OnnxWindowModel(art, gallery=gallery, top_k=5)
     sim = Simulator(
@@ -282,6 +288,7 @@ def test_cli_trains_from_annotated_recording(tmp_path: Path, sim: Simulator) -> 
 
 def test_export_refuses_a_module_of_another_space(tmp_path: Path, sim: Simulator) -> None:
     from neurocast.models.nets.brain_module import small_config
+    from neurocast.models.training.export import ArtifactAbout
     from neurocast.models.training.retrieval import export_retrieval, make_brain_module
 
     geo = WindowGeometry.from_seconds(0.1, 0.2, 120.0)
@@ -295,13 +302,8 @@ def test_export_refuses_a_module_of_another_space(tmp_path: Path, sim: Simulator
             spec=retrieval_spec(sim.stream_info.ch_names),
             geometry=geo,
             check_inputs=np.zeros((2, len(sim.info["ch_names"]), geo.total), np.float32),
-            name="x",
-            version="1",
-            trained_on="none",
-            split="none",
-            seed=None,
-            metrics={},
-            metrics_note="",
-            simulated_training_data=True,
+            about=ArtifactAbout(
+                name="x", trained_on="none", split="none", simulated_training_data=True
+            ),
         )
     assert not (tmp_path / "x.onnx").exists()

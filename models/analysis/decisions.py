@@ -147,7 +147,11 @@ def time_resolved_accuracy(
     for onset, label in zip(np.asarray(onsets), np.asarray(labels), strict=True):
         rel = (ends - onset) / sfreq
         idx = np.round((rel - delays_s[0]) / step).astype(int)
-        ok = (idx >= 0) & (idx < len(delays_s)) & (np.abs(rel - delays_s[np.clip(idx, 0, len(delays_s) - 1)]) <= step / 2)
+        ok = (
+            (idx >= 0)
+            & (idx < len(delays_s))
+            & (np.abs(rel - delays_s[np.clip(idx, 0, len(delays_s) - 1)]) <= step / 2)
+        )
         for i, p in zip(idx[ok], pred[ok], strict=True):
             truth_at[i].append(int(label))
             pred_at[i].append(int(p))

@@ -173,20 +173,8 @@ def eeg_meg_mutual_info(
     ValueError
         If the recording lacks good EEG or MEG channels, or their positions.
     """
-    from sklearn.feature_selection import mutual_info_regression
-
-    eeg = mne.pick_types(raw.info, meg=False, eeg=True, exclude="bads")
-    meg = mne.pick_types(raw.info, meg=True, eeg=False, exclude="bads")
-    if eeg.size == 0 or meg.size == 0:
-        raise ValueError(
-            f"Mutual information needs both EEG and MEG channels; this recording has "
-            f"{eeg.size} EEG and {meg.size} MEG channels (bad channels excluded)."
-        )
-    raw = raw.copy().pick(np.concatenate([eeg, meg])).load_data()
-    if l_freq_hz is not None or h_freq_hz is not None:
-        raw.filter(l_freq_hz, h_freq_hz, verbose="error")
+    raw, n_eeg = _filtered_pair_channels(raw, l_freq_hz, h_freq_hz)
     info = raw.info
-    n_eeg = eeg.size
     data = raw.get_data()
     pos = sensor_positions_head(info, np.arange(len(info["ch_names"])))
     if not np.isfinite(pos).all() or np.allclose(pos[:n_eeg], 0) or np.allclose(pos[n_eeg:], 0):
@@ -204,22 +192,7 @@ def eeg_meg_mutual_info(
 
     # z-scoring makes the estimator's neighbour search scale-free across volts and tesla
     z = (data - data.mean(axis=1, keepdims=True)) / data.std(axis=1, keepdims=True)
-    n = z.shape[1] - 2 * max_lag
-    mi = np.full(len(all_pairs), -np.inf)
-    best = np.zeros(len(all_pairs))
-    null = np.zeros(len(all_pairs))
-    for j_meg in np.unique(all_pairs[:, 1]):
-        rows = np.flatnonzero(all_pairs[:, 1] == j_meg)
-        eeg_rows = all_pairs[rows, 0]
-        x = z[eeg_rows, max_lag : max_lag + n].T
-        for lag in lags:
-            y = z[j_meg, max_lag + lag : max_lag + lag + n]
-            vals = mutual_info_regression(x, y, n_neighbors=n_neighbors, random_state=seed)
-            better = vals > mi[rows]
-            mi[rows[better]] = vals[better]
-            best[rows[better]] = lag / sfreq * 1e3
-        shifted = np.roll(z[j_meg], z.shape[1] // 2)[max_lag : max_lag + n]
-        null[rows] = mutual_info_regression(x, shifted, n_neighbors=n_neighbors, random_state=seed)
+    mi, best_lag, null = _mi_over_lags(z, all_pairs, lags, n_neighbors, seed)
     d = np.linalg.norm(pos[all_pairs[:, 0]] - pos[all_pairs[:, 1]], axis=1) * 100.0
     names = info["ch_names"]
     types = raw.get_channel_types()
@@ -229,12 +202,91 @@ def eeg_meg_mutual_info(
         meg_types=[types[j] for j in all_pairs[:, 1]],
         distance_cm=d,
         mi_bits=np.maximum(mi, 0.0) * _NATS_TO_BITS,
-        best_lag_ms=best,
+        best_lag_ms=best_lag / sfreq * 1e3,
         sfreq_hz=sfreq,
-        n_samples=n,
+        n_samples=z.shape[1] - 2 * max_lag,
         null_bits=np.maximum(null, 0.0) * _NATS_TO_BITS,
         description=str(info.get("description") or ""),
     )
+
+
+def _filtered_pair_channels(
+    raw: mne.io.BaseRaw, l_freq_hz: float | None, h_freq_hz: float | None
+) -> tuple[mne.io.BaseRaw, int]:
+    """A band-passed copy holding the good EEG channels, then the good MEG channels.
+
+    Returns
+    -------
+    raw : mne.io.Raw
+        The copy (data loaded).
+    n_eeg : int
+        Its first ``n_eeg`` channels are EEG.
+
+    Raises
+    ------
+    ValueError
+        If the recording lacks good EEG or MEG channels.
+    """
+    eeg = mne.pick_types(raw.info, meg=False, eeg=True, exclude="bads")
+    meg = mne.pick_types(raw.info, meg=True, eeg=False, exclude="bads")
+    if eeg.size == 0 or meg.size == 0:
+        raise ValueError(
+            f"Mutual information needs both EEG and MEG channels; this recording has "
+            f"{eeg.size} EEG and {meg.size} MEG channels (bad channels excluded)."
+        )
+    raw = raw.copy().pick(np.concatenate([eeg, meg])).load_data()
+    if l_freq_hz is not None or h_freq_hz is not None:
+        raw.filter(l_freq_hz, h_freq_hz, verbose="error")
+    return raw, int(eeg.size)
+
+
+def _mi_over_lags(
+    z: NDArray[np.float64],
+    pairs: NDArray[np.int64],
+    lags: NDArray[np.int64],
+    n_neighbors: int,
+    seed: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Per (EEG, MEG) pair, the MI maximised over lags, its lag and the shifted-signal null.
+
+    Parameters
+    ----------
+    z : ndarray, shape (n_channels, n_times)
+        Z-scored signals.
+    pairs : ndarray of int, shape (n_pairs, 2)
+        EEG and MEG row of each pair.
+    lags : ndarray of int
+        MEG shifts in samples (symmetric about zero); every lag reads the same EEG samples.
+    n_neighbors : int
+        Neighbours of the Kraskov estimator.
+    seed : int
+        Seed of the estimator's jitter.
+
+    Returns
+    -------
+    mi, best_lag, null : ndarray, shape (n_pairs,)
+        MI in nats, the lag in samples where it peaks, and the null level in nats.
+    """
+    from sklearn.feature_selection import mutual_info_regression
+
+    max_lag = int(np.abs(lags).max())
+    n = z.shape[1] - 2 * max_lag
+    mi = np.full(len(pairs), -np.inf)
+    best = np.zeros(len(pairs))
+    null = np.zeros(len(pairs))
+    # one estimator call per MEG sensor and lag serves every EEG electrode paired with it
+    for j_meg in np.unique(pairs[:, 1]):
+        rows = np.flatnonzero(pairs[:, 1] == j_meg)
+        x = z[pairs[rows, 0], max_lag : max_lag + n].T
+        for lag in lags:
+            y = z[j_meg, max_lag + lag : max_lag + lag + n]
+            vals = mutual_info_regression(x, y, n_neighbors=n_neighbors, random_state=seed)
+            better = vals > mi[rows]
+            mi[rows[better]] = vals[better]
+            best[rows[better]] = lag
+        shifted = np.roll(z[j_meg], z.shape[1] // 2)[max_lag : max_lag + n]
+        null[rows] = mutual_info_regression(x, shifted, n_neighbors=n_neighbors, random_state=seed)
+    return mi, best, null
 
 
 def plot_mi_vs_distance(results: dict[str, MIResult], path: str) -> None:

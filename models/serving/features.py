@@ -160,7 +160,7 @@ class FeatureSpec(BaseModel):
         """Names of the graph input's axes (without the batch axis)."""
         if self.bands_hz is not None:
             return ("bands", "channels", "times")
-        names = ("channels", "times")
+        names: tuple[str, ...] = ("channels", "times")
         for step in self.steps:
             if isinstance(step, CovarianceStep):
                 names = ("channels", "channels")

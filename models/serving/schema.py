@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from neurocast.streaming.engine.results import ResultKind
 from neurocast.models.serving.features import FeatureSpec
+from neurocast.streaming.engine.results import ResultKind
 from neurocast.streaming.engine.windows import WindowSpec
 from neurocast.streaming.preprocessing.filters import PreprocessSpec
 from neurocast.streaming.preprocessing.scalogram import ScalogramSpec

@@ -53,13 +53,7 @@ from neurocast.models.nets.brain_module import (
     small_config,
 )
 from neurocast.models.serving.artifact import Artifact
-from neurocast.models.serving.schema import (
-    ArtifactMetadata,
-    InputSpec,
-    Metrics,
-    OutputSpec,
-    Provenance,
-)
+from neurocast.models.serving.schema import ArtifactMetadata, InputSpec, OutputSpec
 from neurocast.models.training.align_data import (
     MODALITIES,
     AlignedEpochs,
@@ -67,8 +61,8 @@ from neurocast.models.training.align_data import (
     Modality,
     unit_rows,
 )
-from neurocast.models.training.export import export_artifact, git_commit
-from neurocast.models.training.loop import TrainingLoop
+from neurocast.models.training.export import ArtifactAbout, export_artifact
+from neurocast.models.training.loop import EpochTrainConfig
 from neurocast.models.training.retrieval import (
     make_brain_module,
     predict_embeddings,
@@ -89,49 +83,33 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class AlignTrainConfig:
+class AlignTrainConfig(EpochTrainConfig):
     """Hyper-parameters of contrastive alignment.
 
     Attributes
     ----------
-    max_epochs : int
-        Upper bound on passes over the training trials.
-    patience : int
-        Stop after this many epochs without a lower validation loss (best weights kept).
+    max_epochs, patience, weight_decay, max_steps_per_epoch, seed, progress
+        See :class:`~neurocast.models.training.loop.EpochTrainConfig` (AdamW weight decay).
     batch_size : int
         Trials per step: two trials each of ``batch_size // 2`` images.
     lr : float
         AdamW learning rate.
-    weight_decay : float
-        AdamW weight decay.
     cross_weight : float
         Weight of the EEG–MEG term against the two brain–image terms.
     clip_weight : float
         λ of each brain–image term ``λ·CLIP + (1 − λ)·MSE``.
     val_fraction : float
         Fraction of the training images whose trials are held out for early stopping.
-    max_steps_per_epoch : int | None
-        Cap on steps per epoch.
     n_threads : int
         Torch threads while training.
-    seed : int
-        Seed of initialisation, batches, dropout and the validation split.
-    progress : bool
-        Show a progress bar.
     """
 
-    max_epochs: int = 30
-    patience: int = 5
     batch_size: int = 64
     lr: float = 1e-3
-    weight_decay: float = 1e-4
     cross_weight: float = 1.0
     clip_weight: float = 0.75
     val_fraction: float = 0.15
-    max_steps_per_epoch: int | None = None
     n_threads: int = 1
-    seed: int = 0
-    progress: bool = False
 
     def __post_init__(self) -> None:
         if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 2:
@@ -329,29 +307,16 @@ def _fit_aligned(
     window: AlignWindow | None,
 ) -> AlignedModel:
     w = window or AlignWindow()
-    geom = w.geometry
-    loop = TrainingLoop(
-        max_epochs=tc.max_epochs,
-        patience=tc.patience,
-        seed=tc.seed,
-        n_threads=tc.n_threads,
-        progress=tc.progress,
-        desc="aligned space",
-    )
+    # the loop seeds torch, so it is made before the encoders are initialised
+    loop = tc.training_loop("aligned space", n_threads=tc.n_threads)
     fit_idx, val_idx = split_by_image(data.image_rows, tc.val_fraction, tc.seed)
     end = _window_end(data.epochs["eeg"], w)
     specs, x = _encoder_inputs(data, w, fit_idx, end)
     dim = data.embeddings.shape[1]
     encoders: dict[str, BrainModule] = {
-        m: make_brain_module(data.infos[m], geom, dim, enc_cfg) for m in MODALITIES
+        m: make_brain_module(data.infos[m], w.geometry, dim, enc_cfg) for m in MODALITIES
     }
-    # one module holding both encoders, whose weights the loop keeps and restores together
-    both = torch.nn.ModuleDict(encoders)
-    cross_scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
-    opt = torch.optim.AdamW(
-        [*both.parameters(), cross_scale], lr=tc.lr, weight_decay=tc.weight_decay
-    )
-    targets = torch.as_tensor(unit_rows(data.embeddings))
+    steps = _AlignSteps(encoders, x, data, tc)
     rows = data.image_rows
     val_pairs = _pairs(rows, val_idx, None)
     n_pairs = len(_pairs(rows, fit_idx, None))
@@ -361,43 +326,17 @@ def _fit_aligned(
             "trials of the same image); simulate more repetitions."
         )
 
-    def batch_loss(pairs: NDArray[np.intp]) -> torch.Tensor:
-        halves: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = [
-            {m: encoders[m](torch.from_numpy(x[m][pairs[:, k]])) for m in MODALITIES}
-            for k in (0, 1)
-        ]
-        images = targets[torch.from_numpy(rows[pairs[:, 0]])]
-        return aligned_loss(
-            halves[0], halves[1], images, encoders, cross_scale,
-            cross_weight=tc.cross_weight, clip_weight=tc.clip_weight,
-        )  # fmt: skip
-
     def validate() -> tuple[float, dict[str, float]]:
         with torch.no_grad():
-            return float(batch_loss(val_pairs)), {}
-
-    per_step = max(2, tc.batch_size // 2)
+            return float(steps.loss(val_pairs)), {}
 
     def run_epoch(epoch: int, rng: np.random.Generator, advance: Callable[[], None]) -> float:
-        pairs = _pairs(rows, fit_idx, rng)
-        n_steps = max(1, len(pairs) // per_step)
-        if tc.max_steps_per_epoch is not None:
-            n_steps = min(n_steps, tc.max_steps_per_epoch)
-        losses = []
-        for s in range(n_steps):
-            batch = pairs[s * per_step : (s + 1) * per_step]
-            if len(batch) < 2:
-                continue
-            loss = batch_loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            advance()
-        return float(np.mean(losses))
+        return steps.epoch(_pairs(rows, fit_idx, rng), advance)
 
-    steps = max(1, n_pairs // per_step)
-    result = loop.run(both, run_epoch, validate, steps_per_epoch=steps, validate_first=True)
+    n_steps = max(1, n_pairs // steps.per_step)
+    result = loop.run(
+        steps.module, run_epoch, validate, steps_per_epoch=n_steps, validate_first=True
+    )
     return AlignedModel(
         encoders=encoders,
         specs=specs,
@@ -408,6 +347,70 @@ def _fit_aligned(
         trained_on=f"{SIMULATED_TAG}: {data.description}",
         n_train_images=len(np.unique(rows)),
     )
+
+
+class _AlignSteps:
+    """Optimiser steps of both encoders on pairs of trials of the same image.
+
+    Parameters
+    ----------
+    encoders : dict of str to BrainModule
+        The ``"eeg"`` and ``"meg"`` encoders (trained in place).
+    x : dict of str to ndarray
+        Each modality's encoder input of every trial (context dropped).
+    data : AlignedEpochs
+        The trials (image of each, image embeddings).
+    tc : AlignTrainConfig
+        Optimisation settings.
+    """
+
+    def __init__(
+        self,
+        encoders: dict[str, BrainModule],
+        x: dict[str, NDArray[np.float32]],
+        data: AlignedEpochs,
+        tc: AlignTrainConfig,
+    ) -> None:
+        self.encoders, self.x, self.tc = encoders, x, tc
+        # one module holding both encoders, whose weights the loop keeps and restores together
+        self.module = torch.nn.ModuleDict(encoders)
+        self.cross_scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+        self.opt = torch.optim.AdamW(
+            [*self.module.parameters(), self.cross_scale], lr=tc.lr, weight_decay=tc.weight_decay
+        )
+        self.targets = torch.as_tensor(unit_rows(data.embeddings))
+        self.rows = data.image_rows
+        self.per_step = max(2, tc.batch_size // 2)
+
+    def loss(self, pairs: NDArray[np.intp]) -> torch.Tensor:
+        """:func:`aligned_loss` of the trial pairs (n_pairs, 2)."""
+        halves: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = [
+            {m: self.encoders[m](torch.from_numpy(self.x[m][pairs[:, k]])) for m in MODALITIES}
+            for k in (0, 1)
+        ]
+        images = self.targets[torch.from_numpy(self.rows[pairs[:, 0]])]
+        return aligned_loss(
+            halves[0], halves[1], images, self.encoders, self.cross_scale,
+            cross_weight=self.tc.cross_weight, clip_weight=self.tc.clip_weight,
+        )  # fmt: skip
+
+    def epoch(self, pairs: NDArray[np.intp], advance: Callable[[], None]) -> float:
+        """Steps over the shuffled pairs (capped per epoch); returns the mean training loss."""
+        n_steps = max(1, len(pairs) // self.per_step)
+        if self.tc.max_steps_per_epoch is not None:
+            n_steps = min(n_steps, self.tc.max_steps_per_epoch)
+        losses = []
+        for s in range(n_steps):
+            batch = pairs[s * self.per_step : (s + 1) * self.per_step]
+            if len(batch) < 2:
+                continue
+            loss = self.loss(batch)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            losses.append(float(loss.detach()))
+            advance()
+        return float(np.mean(losses))
 
 
 def _encoder_inputs(
@@ -437,12 +440,8 @@ def export_encoder(
     path: str | Path,
     *,
     check_data: AlignedEpochs,
-    name: str,
-    version: str = "1",
+    about: ArtifactAbout,
     stream_sfreq: float,
-    metrics: dict[str, float] | None = None,
-    metrics_note: str = "",
-    seed: int | None = None,
     atol: float = 1e-4,
 ) -> Artifact:
     """Write one modality's encoder as an artifact with task ``embedding``.
@@ -462,17 +461,12 @@ def export_encoder(
         The ``.onnx`` file.
     check_data : AlignedEpochs
         Held-out trials whose windows must give the same output in ONNX and torch.
-    name, version : str
-        Artifact name and version.
+    about : ArtifactAbout
+        Name, version, seed and measured figures (non-finite ones, e.g. a conversion ratio
+        not reported, are left out); training data, split and description default to the
+        model's, and the training data are simulated.
     stream_sfreq : float
         Rate of the training streams in Hz (streams at other rates are resampled).
-    metrics : dict | None
-        Measured figures to store (non-finite ones, e.g. a conversion ratio not reported,
-        are left out).
-    metrics_note : str
-        How they were measured.
-    seed : int | None
-        Training seed.
     atol : float
         Tolerance of the ONNX-versus-torch check (the representation is unit-norm).
 
@@ -489,40 +483,40 @@ def export_encoder(
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be 'eeg' or 'meg', got {modality!r}.")
-    geom = model.window.geometry
-    w = model.window
-    info = model.infos[modality]
     # the head drops the context, runs the encoder and L2-normalises its CLIP output
-    head = RetrievalHead(model.encoders[modality], n_context=geom.n_context).eval()
-    meta = ArtifactMetadata(
-        name=name,
-        version=version,
-        task="embedding",
-        input=InputSpec(
-            ch_names=list(info["ch_names"]),
-            ch_types=list(info.get_channel_types()),
-            sfreq_hz=float(stream_sfreq),
-            window_s=geom.n_window / w.sfreq_hz,
-            context_s=geom.n_context / w.sfreq_hz,
-            stride_s=0.025,
-            preprocess=model.specs[modality],
-            scalogram=None,
-        ),
-        output=OutputSpec(tensor="embedding", embedding_size=model.dim),
-        provenance=Provenance(
-            data=model.trained_on,
-            split=f"{model.n_train_images} simulated training images (validation: images held "
-            "out of them); test images never seen in training",
-            seed=seed,
-            git_commit=git_commit(),
-        ),
+    head = RetrievalHead(model.encoders[modality], n_context=model.window.geometry.n_context)
+    about = about.completed(
+        trained_on=model.trained_on,
+        split=f"{model.n_train_images} simulated training images (validation: images held "
+        "out of them); test images never seen in training",
         simulated_training_data=True,
-        metrics=Metrics(values=metrics or {}, note=metrics_note),
         description=(
             f"{modality.upper()} encoder of an aligned EEG-MEG-image space (CLIP-style "
             "contrastive training, Ferrante et al. 2024): unit-norm representation of the "
-            f"{w.window_s:g} s after an image onset, in the image embedding space."
+            f"{model.window.window_s:g} s after an image onset, in the image embedding space."
         ),
     )
+    meta = ArtifactMetadata(
+        task="embedding",
+        input=_encoder_input_spec(model, modality, stream_sfreq),
+        output=OutputSpec(tensor="embedding", embedding_size=model.dim),
+        **about.metadata_fields(),
+    )
     check = model.windows(check_data, modality)[:64]
-    return export_artifact(head, path, meta, check, input_name="window", atol=atol)
+    return export_artifact(head.eval(), path, meta, check, input_name="window", atol=atol)
+
+
+def _encoder_input_spec(model: AlignedModel, modality: Modality, stream_sfreq: float) -> InputSpec:
+    """What one modality's encoder reads: its channels, span and full preprocessing."""
+    geom, w = model.window.geometry, model.window
+    info = model.infos[modality]
+    return InputSpec(
+        ch_names=list(info["ch_names"]),
+        ch_types=list(info.get_channel_types()),
+        sfreq_hz=float(stream_sfreq),
+        window_s=geom.n_window / w.sfreq_hz,
+        context_s=geom.n_context / w.sfreq_hz,
+        stride_s=0.025,
+        preprocess=model.specs[modality],
+        scalogram=None,
+    )

@@ -30,16 +30,16 @@ from neurocast.models.nets.classifier import (
     SensorMixing,
 )
 from neurocast.models.serving.artifact import Artifact
-from neurocast.models.serving.schema import (
-    ArtifactMetadata,
-    InputSpec,
-    Metrics,
-    OutputSpec,
-    Provenance,
-)
+from neurocast.models.serving.schema import ArtifactMetadata, InputSpec, OutputSpec
 from neurocast.models.training.classifier_data import ScalogramWindows
-from neurocast.models.training.export import DEFAULT_ATOL, INPUT_NAME, OUTPUT_NAME, export_artifact
-from neurocast.models.training.loop import TrainingLoop, set_seed
+from neurocast.models.training.export import (
+    DEFAULT_ATOL,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ArtifactAbout,
+    export_artifact,
+)
+from neurocast.models.training.loop import EpochTrainConfig, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -106,39 +106,22 @@ def build_classifier(
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(EpochTrainConfig):
     """Hyperparameters of partial fine-tuning.
 
     Parameters
     ----------
-    max_epochs : int
-        Upper bound on passes over the training windows.
-    patience : int
-        Stop after this many epochs without a lower validation loss.
-    batch_size : int
-        Windows per optimizer step.
+    max_epochs, patience, batch_size, weight_decay, max_steps_per_epoch, seed, progress
+        See :class:`~neurocast.models.training.loop.EpochTrainConfig` (windows per step,
+        AdamW weight decay; windows are drawn at random each epoch).
     lr_last_block : float
         Learning rate of the pretrained last block (the study: 1e-4).
     lr_new : float
         Learning rate of the new layers (the study: 1e-3).
-    weight_decay : float
-        AdamW weight decay.
-    max_steps_per_epoch : int | None
-        Cap on optimizer steps per epoch (windows are drawn at random each epoch).
-    seed : int
-        Seed of initialisation, shuffling and dropout.
-    progress : bool
-        Show a progress bar.
     """
 
-    max_epochs: int = 30
-    patience: int = 5
-    batch_size: int = 32
     lr_last_block: float = 1e-4
     lr_new: float = 1e-3
-    weight_decay: float = 1e-4
-    max_steps_per_epoch: int | None = None
-    seed: int = 0
     progress: bool = True
 
 
@@ -275,20 +258,13 @@ def fit(
             f"Training needs windows on both sides of the split; got {len(train)} training and "
             f"{len(val)} validation windows."
         )
-    loop = TrainingLoop(
-        max_epochs=config.max_epochs,
-        patience=config.patience,
-        seed=config.seed,
-        progress=config.progress,
-    )
+    loop = config.training_loop()
     weights = _class_weights(train.labels, model.n_classes)
     optimizer = torch.optim.AdamW(
         model.param_groups(config.lr_last_block, config.lr_new),  # type: ignore[arg-type,unused-ignore]
         weight_decay=config.weight_decay,
     )
-    n_steps = -(-len(train) // config.batch_size)
-    if config.max_steps_per_epoch is not None:
-        n_steps = min(n_steps, config.max_steps_per_epoch)
+    n_steps = config.steps_per_epoch(len(train))
 
     def run_epoch(epoch: int, rng: np.random.Generator, advance: Callable[[], None]) -> float:
         order = rng.permutation(len(train))
@@ -324,15 +300,9 @@ def export_classifier(
     path: str | Path,
     *,
     check_inputs: NDArray[np.float32],
-    name: str,
-    version: str,
+    about: ArtifactAbout,
     input_spec: InputSpec,
     class_names: list[str],
-    provenance: Provenance,
-    metrics: dict[str, float],
-    metrics_note: str,
-    simulated_training_data: bool,
-    description: str = "",
     atol: float = DEFAULT_ATOL,
 ) -> Artifact:
     """Export a classifier through :func:`~neurocast.models.training.export.export_artifact`.
@@ -345,22 +315,13 @@ def export_classifier(
         The ``.onnx`` file to write.
     check_inputs : array, shape (n_windows, *input_spec.shape)
         Real windows (held-out data) on which ONNX and torch must agree within ``atol``.
-    name, version : str
-        The model's name and version.
+    about : ArtifactAbout
+        Name, version, training data, split, seed, measured quality and whether the data
+        were simulated (say it); ``export_max_abs_diff`` is added to the metrics.
     input_spec : InputSpec
         What the model reads.
     class_names : list of str
         Output classes in column order.
-    provenance : Provenance
-        Training data, split, seed and commit.
-    metrics : dict of str to float
-        Measured quality; ``export_max_abs_diff`` is added.
-    metrics_note : str
-        How the metrics were measured.
-    simulated_training_data : bool
-        True when trained on simulated data.
-    description : str
-        Free text.
     atol : float
         Tolerance of the ONNX-versus-torch check, in logits.
 
@@ -375,8 +336,6 @@ def export_classifier(
         If ONNX and torch disagree by more than ``atol``; nothing is written then.
     """
     meta = ArtifactMetadata(
-        name=name,
-        version=version,
         task="classification",
         input=input_spec,
         output=OutputSpec(
@@ -386,10 +345,7 @@ def export_classifier(
             embedding_size=None,
             sfreq_hz=None,
         ),
-        provenance=provenance,
-        simulated_training_data=simulated_training_data,
-        metrics=Metrics(values=metrics, note=metrics_note),
-        description=description,
         content_sha256=None,
+        **about.metadata_fields(),
     )
     return export_artifact(model, path, meta, check_inputs, input_name=INPUT_NAME, atol=atol)

@@ -22,7 +22,7 @@ import mne
 import numpy as np
 
 from neurocast.models.serving.artifact import Artifact
-from neurocast.models.serving.schema import InputSpec, Provenance
+from neurocast.models.serving.schema import InputSpec
 from neurocast.models.training.classifier import TrainConfig, export_classifier
 from neurocast.models.training.demo_decoders import (
     DEMO_RETRIEVAL,
@@ -33,7 +33,7 @@ from neurocast.models.training.demo_decoders import (
     train_demo_translator,
 )
 from neurocast.models.training.demo_gallery import build_demo_gallery
-from neurocast.models.training.export import git_commit
+from neurocast.models.training.export import ArtifactAbout
 from neurocast.models.training.recipes.classifier import (
     ClassifierRecipe,
     LabelledRecording,
@@ -204,12 +204,12 @@ def train_simulated_classifier(
         trained.model,
         path,
         check_inputs=trained.check_inputs(config.seed),
-        name=name,
-        version=version,
         input_spec=spec,
         class_names=class_names,
-        provenance=Provenance(
-            data=(
+        about=ArtifactAbout(
+            name=name,
+            version=version,
+            trained_on=(
                 f"SIMULATED: neurocast simulator (seed {config.seed}, subject_seed 0), "
                 f"{config.train_s:g} s continuous stream with class blocks {class_names}"
             ),
@@ -219,28 +219,27 @@ def train_simulated_classifier(
                 f"a separate {config.test_s:g} s stream of seed {config.seed + 1}"
             ),
             seed=config.seed,
-            git_commit=git_commit(),
-        ),
-        metrics={
-            "test_window_balanced_accuracy": scores["window_balanced_accuracy"],
-            "test_block_balanced_accuracy": scores["trial_balanced_accuracy"],
-            "val_window_balanced_accuracy": trained.result.val_balanced_accuracy,
-            "best_epoch": float(trained.result.best_epoch),
-            "chance_balanced_accuracy": 1.0 / len(class_names),
-        },
-        metrics_note=(
-            f"Measured on SIMULATED data: a held-out {config.test_s:g} s stream of simulator "
-            f"seed {config.seed + 1}; windows of {config.window_s:g} s every "
-            f"{spec.stride_s:g} s ending {config.tmin_s:g}-{config.tmax_s:g} s after each "
-            "block onset; block decision = mean window log-probability. Settings: "
-            f"{settings}."
-        ),
-        simulated_training_data=True,
-        description=description
-        or (
-            "Demo classifier of the simulator's activity classes, trained on SIMULATED data "
-            f"({config.backbone} backbone, {config.input_size} px input). Not a model of real "
-            "brain data."
+            metrics={
+                "test_window_balanced_accuracy": scores["window_balanced_accuracy"],
+                "test_block_balanced_accuracy": scores["trial_balanced_accuracy"],
+                "val_window_balanced_accuracy": trained.result.val_balanced_accuracy,
+                "best_epoch": float(trained.result.best_epoch),
+                "chance_balanced_accuracy": 1.0 / len(class_names),
+            },
+            metrics_note=(
+                f"Measured on SIMULATED data: a held-out {config.test_s:g} s stream of simulator "
+                f"seed {config.seed + 1}; windows of {config.window_s:g} s every "
+                f"{spec.stride_s:g} s ending {config.tmin_s:g}-{config.tmax_s:g} s after each "
+                "block onset; block decision = mean window log-probability. Settings: "
+                f"{settings}."
+            ),
+            simulated_training_data=True,
+            description=description
+            or (
+                "Demo classifier of the simulator's activity classes, trained on SIMULATED data "
+                f"({config.backbone} backbone, {config.input_size} px input). Not a model of real "
+                "brain data."
+            ),
         ),
     )
 

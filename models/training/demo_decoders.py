@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from neurocast.models.nets.brain_module import small_config
 from neurocast.models.serving.artifact import Artifact
 from neurocast.models.serving.gallery import Gallery
+from neurocast.models.training.export import ArtifactAbout
 from neurocast.models.training.recipes.retrieval import fit_retrieval
 from neurocast.models.training.recipes.translator import SubjectSplit, train_translator
 from neurocast.models.training.retrieval import RetrievalTrainConfig, export_retrieval
@@ -117,27 +118,30 @@ def train_demo_retrieval(
     )  # fmt: skip
     return export_retrieval(
         fit.module, path, gallery=gallery, info=sim.info, spec=fit.spec,
-        geometry=fit.geometry, check_inputs=fit.check_inputs, name=DEMO_RETRIEVAL,
-        version="1",
-        trained_on=(
-            f"SIMULATED MEG responses ({len(sim.info['ch_names'])} channels, {c.sfreq:g} Hz, "
-            f"subject_seed 0, seed {c.seed}) to the {gallery.n_images} pictures of gallery "
-            f"{gallery.name!r}, {c.repeats} trials each"
-        ),
-        split=(
-            f"test: the last {c.test_repeats} trials of every picture; early stopping on the "
-            "trials of held-out pictures"
-        ),
-        seed=c.seed, metrics=fit.metrics,
-        metrics_note=(
-            "Held-out SIMULATED trials: rank of the shown picture among all gallery pictures, "
-            f"per window end from {c.end_range_s[0]} to {c.end_range_s[1]} s after onset "
-            "(mean and peak); ridge_*: RidgeCV on the same windows."
-        ),
-        simulated_training_data=True,
-        description=(
-            "Demo brain module retrieving the demo gallery's pictures from MEG, trained on "
-            "SIMULATED data. Not a model of real brain data."
+        geometry=fit.geometry, check_inputs=fit.check_inputs,
+        about=ArtifactAbout(
+            name=DEMO_RETRIEVAL,
+            version="1",
+            trained_on=(
+                f"SIMULATED MEG responses ({len(sim.info['ch_names'])} channels, {c.sfreq:g} Hz, "
+                f"subject_seed 0, seed {c.seed}) to the {gallery.n_images} pictures of gallery "
+                f"{gallery.name!r}, {c.repeats} trials each"
+            ),
+            split=(
+                f"test: the last {c.test_repeats} trials of every picture; early stopping on the "
+                "trials of held-out pictures"
+            ),
+            seed=c.seed, metrics=fit.metrics,
+            metrics_note=(
+                "Held-out SIMULATED trials: rank of the shown picture among all gallery pictures, "
+                f"per window end from {c.end_range_s[0]} to {c.end_range_s[1]} s after onset "
+                "(mean and peak); ridge_*: RidgeCV on the same windows."
+            ),
+            simulated_training_data=True,
+            description=(
+                "Demo brain module retrieving the demo gallery's pictures from MEG, trained on "
+                "SIMULATED data. Not a model of real brain data."
+            ),
         ),
     )  # fmt: skip
 
@@ -208,14 +212,16 @@ def train_demo_translator(path: str, config: DemoTranslatorConfig | None = None)
         path,
         which="net",
         check_segment=trained.test[0],
-        name=DEMO_TRANSLATOR,
-        stream_sfreq=spec.sfreq,
-        metrics=metrics,
-        metrics_note=(
-            "Median over MEG sensors of the correlation (corr) and explained variance (ev) of "
-            f"translated against SIMULATED MEG of a held-out simulated subject (seed {n + 2}), "
-            "per magnetometers and gradiometers; *_ridge: the ridge baseline on the same "
-            "windows."
+        about=ArtifactAbout(
+            name=DEMO_TRANSLATOR,
+            seed=c.seed,
+            metrics=metrics,
+            metrics_note=(
+                "Median over MEG sensors of the correlation (corr) and explained variance (ev) "
+                "of translated against SIMULATED MEG of a held-out simulated subject (seed "
+                f"{n + 2}), per magnetometers and gradiometers; *_ridge: the ridge baseline on "
+                "the same windows."
+            ),
         ),
-        seed=c.seed,
+        stream_sfreq=spec.sfreq,
     )

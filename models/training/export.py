@@ -6,6 +6,8 @@ torch, failing loudly (:class:`ExportCheckError`) when the largest absolute diff
 the tolerance (1e-4 by default); :func:`export_artifact`, the one export path of every model
 family, does both and writes the artifact with its metadata
 (:mod:`neurocast.models.serving.schema`), the measured difference included.
+:class:`ArtifactAbout` holds what every family's export records besides the model itself:
+name, version, provenance and measured quality.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import logging
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -23,7 +28,7 @@ import torch
 from numpy.typing import NDArray
 
 from neurocast.models.serving.artifact import Artifact, save_artifact
-from neurocast.models.serving.schema import ArtifactMetadata, Metrics
+from neurocast.models.serving.schema import ArtifactMetadata, Metrics, Provenance
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +164,85 @@ def git_commit(path: str | Path | None = None) -> str | None:
 def finite_figures(values: dict[str, float] | None) -> dict[str, float]:
     """The figures that artifact metadata can hold: non-finite ones (not measured) left out."""
     return {k: float(v) for k, v in (values or {}).items() if np.isfinite(v)}
+
+
+@dataclass(frozen=True)
+class ArtifactAbout:
+    """What an export records about a model besides the graph: who it is and where it comes from.
+
+    Every family's export function takes one; a family fills the fields left empty from what
+    its trained model knows (:meth:`completed`).
+
+    Attributes
+    ----------
+    name, version : str
+        Artifact name and version.
+    trained_on : str
+        The training data (says SIMULATED for simulated data); empty: the family's own.
+    split : str
+        How data were split into training, validation and test sets; empty: the family's own.
+    seed : int | None
+        Training seed.
+    metrics : mapping of str to float
+        Measured quality; non-finite figures (not measured) are left out and
+        ``export_max_abs_diff`` is added on export.
+    metrics_note : str
+        How the metrics were measured.
+    simulated_training_data : bool | None
+        True when trained on simulated data; None: the family's own (families trained only
+        on simulated data say True).
+    description : str
+        Free text; empty: the family's own.
+    """
+
+    name: str
+    version: str = "1"
+    trained_on: str = ""
+    split: str = ""
+    seed: int | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    metrics_note: str = ""
+    simulated_training_data: bool | None = None
+    description: str = ""
+
+    def completed(self, **defaults: Any) -> ArtifactAbout:
+        """A copy whose empty fields (``""`` or None) take the given family defaults."""
+        unset = {k: v for k, v in defaults.items() if getattr(self, k) in ("", None)}
+        return replace(self, **unset)
+
+    def provenance(self) -> Provenance:
+        """Training data, split, seed and the commit checked out now."""
+        return Provenance(
+            data=self.trained_on, split=self.split, seed=self.seed, git_commit=git_commit()
+        )
+
+    def metadata_fields(self) -> dict[str, Any]:
+        """The :class:`ArtifactMetadata` fields this description fills, as keyword arguments.
+
+        Returns
+        -------
+        fields : dict
+            ``name``, ``version``, ``provenance``, ``metrics``, ``simulated_training_data``
+            and ``description``.
+
+        Raises
+        ------
+        ValueError
+            If ``simulated_training_data`` is still None.
+        """
+        if self.simulated_training_data is None:
+            raise ValueError(
+                f"Artifact {self.name!r}: say whether the training data were simulated "
+                "(simulated_training_data)."
+            )
+        return {
+            "name": self.name,
+            "version": self.version,
+            "provenance": self.provenance(),
+            "metrics": Metrics(values=dict(self.metrics), note=self.metrics_note),
+            "simulated_training_data": self.simulated_training_data,
+            "description": self.description,
+        }
 
 
 def export_artifact(

@@ -207,3 +207,81 @@ class TrainingLoop:
         module.load_state_dict(best_state)
         module.eval()
         return LoopResult(best_epoch, epoch, float(best_loss), dict(best_figures), history)
+
+
+@dataclass(frozen=True)
+class TrainConfigBase:
+    """Settings that the training configuration of every model family shares.
+
+    Each family's configuration extends this class (or :class:`EpochTrainConfig`), keeping
+    its own defaults and adding its own settings.
+
+    Attributes
+    ----------
+    batch_size : int
+        Training examples (windows, trials) per optimiser step.
+    patience : int
+        Stop after this many validations without a lower validation loss; the weights with
+        the lowest one are kept.
+    weight_decay : float
+        Weight decay of the optimiser.
+    seed : int
+        Seed of initialisation, batch draws, dropout and the validation split.
+    """
+
+    batch_size: int = 32
+    patience: int = 5
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EpochTrainConfig(TrainConfigBase):
+    """Shared settings of the families that train in passes (epochs) over their examples.
+
+    Attributes
+    ----------
+    batch_size, patience, weight_decay, seed
+        See :class:`TrainConfigBase`; an epoch is one validation.
+    max_epochs : int
+        Upper bound on passes over the training examples.
+    max_steps_per_epoch : int | None
+        Cap on optimiser steps per epoch.
+    progress : bool
+        Show a progress bar.
+    """
+
+    max_epochs: int = 30
+    max_steps_per_epoch: int | None = None
+    progress: bool = False
+
+    def training_loop(self, desc: str = "training", n_threads: int | None = None) -> TrainingLoop:
+        """The early-stopping loop these settings describe (constructing it seeds everything).
+
+        Parameters
+        ----------
+        desc : str
+            Label of the progress bar.
+        n_threads : int | None
+            Torch intra-op threads while training (None: leave the setting).
+
+        Returns
+        -------
+        loop : TrainingLoop
+            A loop with this configuration's epochs, patience, seed and progress bar.
+        """
+        return TrainingLoop(
+            max_epochs=self.max_epochs,
+            patience=self.patience,
+            seed=self.seed,
+            n_threads=n_threads,
+            progress=self.progress,
+            desc=desc,
+        )
+
+    def steps_per_epoch(self, n_examples: int) -> int:
+        """Batches that cover ``n_examples`` once, capped at ``max_steps_per_epoch``."""
+        n_steps = -(-n_examples // self.batch_size)
+        if self.max_steps_per_epoch is not None:
+            n_steps = min(n_steps, self.max_steps_per_epoch)
+        return n_steps

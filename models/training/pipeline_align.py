@@ -14,7 +14,7 @@ from pathlib import Path
 import mne
 import numpy as np
 from numpy.typing import NDArray
-from pyriemann.utils.mean import mean_riemann
+from pyriemann.geometry.mean import mean_riemann
 
 from neurocast.models.serving.artifact import Artifact, load_artifact, save_artifact
 from neurocast.models.serving.compat import aliased_stream

@@ -369,7 +369,7 @@ def export_pipeline(
     is_mdm = bool(numpy_steps) and isinstance(numpy_steps[-1], RiemannDistanceStep)
     tail_start = len(steps) if is_mdm else k
     while tail_start < len(steps) and type(steps[tail_start][1]).__name__ not in _SKLEARN_TAIL:
-        _graph_step(*steps[tail_start], g)
+        _graph_step(steps[tail_start][0], steps[tail_start][1], g)
         tail_start += 1
     leftover = [s for s in steps[k:tail_start] if _numpy_step(*s) is not None]
     if leftover:

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 from mne.decoding import CSP
 from numpy.typing import NDArray
-from pyriemann.utils.mean import mean_riemann
+from pyriemann.geometry.mean import mean_riemann
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from neurocast.models.serving.features import isqrtm
 
 
-class FilterBankCSP(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+class FilterBankCSP(TransformerMixin, BaseEstimator):
     """One CSP per band; features are every band's log band powers, band after band.
 
     Parameters
@@ -49,12 +49,10 @@ class FilterBankCSP(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     def transform(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
         """Log band power of each band's CSP components, shape (n, bands × n_components)."""
         X = np.asarray(X, dtype=np.float64)
-        return np.concatenate(
-            [csp.transform(X[:, k]) for k, csp in enumerate(self.csps_)], axis=1
-        )
+        return np.concatenate([csp.transform(X[:, k]) for k, csp in enumerate(self.csps_)], axis=1)
 
 
-class Recenter(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+class Recenter(TransformerMixin, BaseEstimator):
     """Congruence ``M^{-1/2} C M^{-1/2}`` with ``M`` the Riemannian mean of the fitted matrices.
 
     ``fit`` needs no labels: fitting it on a subject's unlabelled covariances moves that

@@ -20,7 +20,7 @@ visual perception. ICLR. https://arxiv.org/abs/2310.19812
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,15 +38,9 @@ from neurocast.models.nets.brain_module import (
 )
 from neurocast.models.serving.artifact import Artifact
 from neurocast.models.serving.gallery import Gallery
-from neurocast.models.serving.schema import (
-    ArtifactMetadata,
-    InputSpec,
-    Metrics,
-    OutputSpec,
-    Provenance,
-)
-from neurocast.models.training.export import DEFAULT_ATOL, export_artifact, git_commit
-from neurocast.models.training.loop import TrainingLoop
+from neurocast.models.serving.schema import ArtifactMetadata, InputSpec, OutputSpec
+from neurocast.models.training.export import DEFAULT_ATOL, ArtifactAbout, export_artifact
+from neurocast.models.training.loop import EpochTrainConfig
 from neurocast.models.training.retrieval_data import WindowGeometry, WindowSampler
 from neurocast.streaming.preprocessing.filters import PreprocessSpec
 
@@ -54,17 +48,13 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RetrievalTrainConfig:
+class RetrievalTrainConfig(EpochTrainConfig):
     """Hyper-parameters of brain-module training.
 
     Attributes
     ----------
-    max_epochs : int
-        Upper bound on passes over the training windows.
-    patience : int
-        Stop after this many epochs without a lower validation loss.
-    batch_size : int
-        Windows per optimizer step.
+    max_epochs, patience, batch_size, max_steps_per_epoch, seed, progress
+        See :class:`~neurocast.models.training.loop.EpochTrainConfig` (windows per step).
     lr : float
         Adam learning rate (3e-4 in the study).
     weight_decay : float
@@ -74,12 +64,6 @@ class RetrievalTrainConfig:
         λ of ``λ·CLIP + (1 − λ)·MSE``.
     val_fraction : float
         Fraction of the training images whose windows are held out for early stopping.
-    max_steps_per_epoch : int | None
-        Cap on optimizer steps per epoch.
-    seed : int
-        Seed of initialisation, shuffling, dropout and the validation split.
-    progress : bool
-        Show a progress bar.
     """
 
     max_epochs: int = 40
@@ -89,9 +73,6 @@ class RetrievalTrainConfig:
     weight_decay: float = 0.05
     clip_weight: float = 0.75
     val_fraction: float = 0.15
-    max_steps_per_epoch: int | None = None
-    seed: int = 0
-    progress: bool = False
 
 
 @dataclass
@@ -181,18 +162,10 @@ def fit_brain_module(
             f"Training needs epochs on both sides of the split; got {len(train)} training and "
             f"{len(val)} validation epochs."
         )
-    loop = TrainingLoop(
-        max_epochs=config.max_epochs,
-        patience=config.patience,
-        seed=config.seed,
-        progress=config.progress,
-        desc="brain module",
-    )
-    epochs = sampler.epochs
+    loop = config.training_loop("brain module")
     tgt = torch.as_tensor(np.asarray(targets), dtype=torch.float32)
     if tgt.ndim != 2 or tgt.shape[1] != module.out_dim:
         raise ValueError(f"targets must be (n_images, {module.out_dim}), got {tuple(tgt.shape)}.")
-    n_ctx = sampler.geometry.n_context
     ends_arr = np.asarray(ends, dtype=np.intp)
     pairs = np.array([(i, e) for i in train for e in ends_arr], dtype=np.intp)
     val_pairs = np.array([(i, e) for i in val for e in ends_arr], dtype=np.intp)
@@ -200,27 +173,12 @@ def fit_brain_module(
         val_pairs = val_pairs[loop.rng.choice(len(val_pairs), 4096, replace=False)]
     loss_fn = CombinedLoss(config.clip_weight)
     opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    n_steps = -(-len(pairs) // config.batch_size)
-    if config.max_steps_per_epoch is not None:
-        n_steps = min(n_steps, config.max_steps_per_epoch)
+    n_steps, size = config.steps_per_epoch(len(pairs)), config.batch_size
 
     def run_epoch(epoch: int, rng: np.random.Generator, advance: Callable[[], None]) -> float:
         order = rng.permutation(len(pairs))
-        losses = []
-        for step in range(n_steps):
-            p = pairs[order[step * config.batch_size : (step + 1) * config.batch_size]]
-            if len(p) < 2:
-                continue
-            x = sampler.windows(p[:, 0], p[:, 1])
-            loss = _batch_loss(
-                module, loss_fn, x, epochs.image_rows[p[:, 0]], epochs.subjects[p[:, 0]], tgt, n_ctx
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            advance()
-        return float(np.mean(losses))
+        batches = (pairs[order[k * size : (k + 1) * size]] for k in range(n_steps))
+        return _train_epoch(module, loss_fn, opt, sampler, batches, tgt, advance)
 
     result = loop.run(
         module,
@@ -231,6 +189,34 @@ def fit_brain_module(
     return RetrievalTrainResult(
         result.best_epoch, result.epochs_run, result.best_loss, result.history
     )
+
+
+def _train_epoch(
+    module: BrainModule,
+    loss_fn: CombinedLoss,
+    opt: torch.optim.Optimizer,
+    sampler: WindowSampler,
+    batches: Iterable[NDArray[np.intp]],
+    targets: torch.Tensor,
+    advance: Callable[[], None],
+) -> float:
+    """One optimiser step per batch of (epoch, window end) pairs; the mean training loss."""
+    epochs, n_ctx = sampler.epochs, sampler.geometry.n_context
+    losses = []
+    for p in batches:
+        # a single window has no other image to contrast with
+        if len(p) < 2:
+            continue
+        x = sampler.windows(p[:, 0], p[:, 1])
+        loss = _batch_loss(
+            module, loss_fn, x, epochs.image_rows[p[:, 0]], epochs.subjects[p[:, 0]], targets, n_ctx
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        advance()
+    return float(np.mean(losses))
 
 
 @torch.no_grad()
@@ -303,17 +289,9 @@ def export_retrieval(
     spec: PreprocessSpec,
     geometry: WindowGeometry,
     check_inputs: NDArray[np.float32],
-    name: str,
-    version: str,
-    trained_on: str,
-    split: str,
-    seed: int | None,
-    metrics: dict[str, float],
-    metrics_note: str,
-    simulated_training_data: bool,
+    about: ArtifactAbout,
     stride_s: float = 0.025,
     subject: int = 0,
-    description: str = "",
     atol: float = DEFAULT_ATOL,
 ) -> Artifact:
     """Export a trained brain module as a retrieval artifact, checked against torch.
@@ -339,24 +317,13 @@ def export_retrieval(
         Context and window lengths.
     check_inputs : array, shape (n_windows, n_channels, n_context + n_window)
         Real finalised windows (held-out data) on which ONNX and torch must agree.
-    name, version : str
-        Model name and version.
-    trained_on, split : str
-        Training data (says SIMULATED for simulated data) and how it was split.
-    seed : int | None
-        Training seed.
-    metrics : dict of str to float
-        Measured quality (non-finite figures are left out); ``export_max_abs_diff`` is added.
-    metrics_note : str
-        How the metrics were measured.
-    simulated_training_data : bool
-        True when trained on simulated data.
+    about : ArtifactAbout
+        Name, version, training data, split, seed, measured quality and whether the data
+        were simulated (say it); an empty description describes the module.
     stride_s : float
         Stride of the windows the module was evaluated on, in seconds.
     subject : int
         Whose per-subject layer to export.
-    description : str
-        Free text.
     atol : float
         Tolerance of the ONNX-versus-torch check.
 
@@ -372,10 +339,31 @@ def export_retrieval(
             f"The module outputs {module.out_dim} values but gallery {gallery.name!r} has "
             f"{gallery.dim}-dimensional embeddings; train against this gallery."
         )
+    head = RetrievalHead(module, subject=subject, n_context=geometry.n_context)
+    input_spec = _retrieval_input_spec(info, spec, geometry, stride_s)
+    about = about.completed(
+        description=f"Brain module (Défossez et al. 2023; Benchetrit et al. 2024), "
+        f"{module.n_parameters()} parameters, {module.config.to_dict()}: "
+        f"{1e3 * input_spec.window_s:.0f} ms windows to embeddings of gallery {gallery.name!r}."
+    )
+    meta = ArtifactMetadata(
+        task="retrieval",
+        input=input_spec,
+        output=OutputSpec(
+            tensor=EXPORT_OUTPUT, embedding_size=gallery.dim, gallery=gallery.name, sfreq_hz=None
+        ),
+        **about.metadata_fields(),
+    )
+    return export_artifact(head, path, meta, check_inputs, input_name=EXPORT_INPUT, atol=atol)
+
+
+def _retrieval_input_spec(
+    info: mne.Info, spec: PreprocessSpec, geometry: WindowGeometry, stride_s: float
+) -> InputSpec:
+    """What the module reads: the picked channels (types from ``info``), span and preprocessing."""
     picks = list(spec.picks or info["ch_names"])
     types = dict(zip(info["ch_names"], info.get_channel_types(), strict=True))
-    head = RetrievalHead(module, subject=subject, n_context=geometry.n_context)
-    input_spec = InputSpec(
+    return InputSpec(
         ch_names=picks,
         ch_types=[types[c] for c in picks],
         sfreq_hz=float(info["sfreq"]),
@@ -384,22 +372,3 @@ def export_retrieval(
         stride_s=stride_s,
         preprocess=spec,
     )
-    description = description or (
-        f"Brain module (Défossez et al. 2023; Benchetrit et al. 2024), "
-        f"{module.n_parameters()} parameters, {module.config.to_dict()}: "
-        f"{1e3 * input_spec.window_s:.0f} ms windows to embeddings of gallery {gallery.name!r}."
-    )
-    meta = ArtifactMetadata(
-        name=name,
-        version=version,
-        task="retrieval",
-        input=input_spec,
-        output=OutputSpec(
-            tensor=EXPORT_OUTPUT, embedding_size=gallery.dim, gallery=gallery.name, sfreq_hz=None
-        ),
-        provenance=Provenance(data=trained_on, split=split, seed=seed, git_commit=git_commit()),
-        simulated_training_data=simulated_training_data,
-        metrics=Metrics(values=metrics, note=metrics_note),
-        description=description,
-    )
-    return export_artifact(head, path, meta, check_inputs, input_name=EXPORT_INPUT, atol=atol)

@@ -30,15 +30,9 @@ from neurocast.models.nets.translator import (
     TranslatorConfig,
 )
 from neurocast.models.serving.artifact import Artifact
-from neurocast.models.serving.schema import (
-    ArtifactMetadata,
-    InputSpec,
-    Metrics,
-    OutputSpec,
-    Provenance,
-)
-from neurocast.models.training.export import export_artifact, git_commit
-from neurocast.models.training.loop import TrainingLoop, torch_threads
+from neurocast.models.serving.schema import ArtifactMetadata, InputSpec, OutputSpec
+from neurocast.models.training.export import ArtifactAbout, export_artifact
+from neurocast.models.training.loop import TrainConfigBase, TrainingLoop, torch_threads
 from neurocast.models.training.translation_data import (
     SimultaneousSegment,
     TranslationScaling,
@@ -57,23 +51,22 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TranslatorTrainConfig:
+class TranslatorTrainConfig(TrainConfigBase):
     """Hyper-parameters of translator training.
 
     Attributes
     ----------
-    max_steps : int
-        Upper bound on optimiser steps (each on a fresh batch of random windows).
-    batch_size : int
-        Windows per step.
-    lr : float
-        Adam learning rate.
-    weight_decay : float
-        Adam weight decay.
-    eval_every : int
-        Steps between validation losses.
+    batch_size, weight_decay, seed
+        See :class:`~neurocast.models.training.loop.TrainConfigBase` (windows per step, Adam
+        weight decay; the seed of weights, window draws and dropout).
     patience : int
         Stop after this many validations without a lower loss; the best weights are kept.
+    max_steps : int
+        Upper bound on optimiser steps (each on a fresh batch of random windows).
+    lr : float
+        Adam learning rate.
+    eval_every : int
+        Steps between validation losses.
     n_val_windows : int
         Fixed validation windows (from the validation segments).
     max_ridge_samples : int
@@ -84,21 +77,16 @@ class TranslatorTrainConfig:
     n_threads : int
         Torch threads while training; small networks train fastest on one thread, and more
         threads spin against each other on a busy machine.
-    seed : int
-        Seed of weights, window draws and dropout.
     """
 
-    max_steps: int = 1500
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    eval_every: int = 100
     patience: int = 4
+    max_steps: int = 1500
+    lr: float = 1e-3
+    eval_every: int = 100
     n_val_windows: int = 256
     max_ridge_samples: int = 150_000
     init_from_ridge: bool = True
     n_threads: int = 1
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.batch_size < 1 or self.eval_every < 1:
@@ -377,18 +365,21 @@ def check_windows(
     return np.stack([x[:, a : a + t] for a in starts])
 
 
+#: How translator training data are split (the recipe's subjects).
+TRANSLATOR_SPLIT = (
+    "training and validation on different simulated subjects (subject_seed); scores on "
+    "further held-out simulated subjects and on real recordings never used in training"
+)
+
+
 def export_translator(
     model: TranslationModel,
     path: str | Path,
     *,
     which: str = "net",
     check_segment: SimultaneousSegment,
-    name: str,
-    version: str = "1",
+    about: ArtifactAbout,
     stream_sfreq: float,
-    metrics: dict[str, float] | None = None,
-    metrics_note: str = "",
-    seed: int | None = None,
     rtol: float = 1e-4,
 ) -> Artifact:
     """Write a translator as an artifact with task ``translation``.
@@ -408,16 +399,12 @@ def export_translator(
         Export the network or the ridge baseline.
     check_segment : SimultaneousSegment
         Held-out data whose windows must give the same output in ONNX and torch.
-    name, version : str
-        Artifact name and version.
+    about : ArtifactAbout
+        Name, version, seed and measured figures (non-finite ones are left out); training
+        data, split and description default to the model's, and the training data are
+        simulated.
     stream_sfreq : float
         Rate of the training streams in Hz (streams at other rates are resampled).
-    metrics : dict | None
-        Measured figures to store (non-finite ones are left out).
-    metrics_note : str
-        How they were measured.
-    seed : int | None
-        Training seed.
     rtol : float
         Tolerance of the ONNX-versus-torch check relative to the largest channel scale (the
         gradiometers' training standard deviation): outputs are of the order of 1e-13 T, so
@@ -434,49 +421,27 @@ def export_translator(
     ExportCheckError
         If ONNX and torch disagree by more than the tolerance; nothing is written then.
     """
-    w = model.window
+    about = about.completed(
+        trained_on=model.trained_on,
+        split=TRANSLATOR_SPLIT,
+        simulated_training_data=True,
+        description=_translator_description(model, which),
+    )
     with warnings.catch_warnings():
         # the exporter warns that an LSTM traced with batch 2 may fail at other batch sizes;
         # its initial states are zeros shaped from the input here, and check_onnx runs the
         # graph at other batch sizes (the runtime then uses batches of one)
         warnings.filterwarnings("ignore", message=".*LSTM.*", category=UserWarning)
         meta = ArtifactMetadata(
-            name=name,
-            version=version,
             task="translation",
-            input=InputSpec(
-                ch_names=list(model.eeg_names),
-                ch_types=["eeg"] * len(model.eeg_names),
-                sfreq_hz=float(stream_sfreq),
-                window_s=w.n_window / w.sfreq_hz,
-                context_s=w.n_context / w.sfreq_hz,
-                stride_s=w.n_window / w.sfreq_hz,
-                preprocess=model.spec,
-                scalogram=None,
-            ),
+            input=_translator_input_spec(model, stream_sfreq),
             output=OutputSpec(
                 tensor="meg",
                 ch_names=list(model.meg_names),
                 ch_types=list(model.meg_types),
-                sfreq_hz=w.sfreq_hz,
+                sfreq_hz=model.window.sfreq_hz,
             ),
-            provenance=Provenance(
-                data=model.trained_on,
-                split="training and validation on different simulated subjects (subject_seed); "
-                "scores on further held-out simulated subjects and on real recordings never "
-                "used in training",
-                seed=seed,
-                git_commit=git_commit(),
-            ),
-            simulated_training_data=True,
-            metrics=Metrics(values=metrics or {}, note=metrics_note),
-            description=(
-                ("U-Net with Bi-LSTM bottleneck" if which == "net" else "Ridge regression")
-                + f" translating {len(model.eeg_names)} EEG channels into "
-                f"{len(model.meg_names)} MEG channels ({w.l_freq_hz:g}-{w.h_freq_hz:g} Hz, "
-                f"{w.sfreq_hz:g} Hz); each window gives the MEG of its last {w.n_window} "
-                "samples. Trained on SIMULATED simultaneous EEG/MEG."
-            ),
+            **about.metadata_fields(),
         )
         return export_artifact(
             model.scaled_module(which),
@@ -486,3 +451,30 @@ def export_translator(
             input_name="eeg",
             atol=rtol * float(model.scaling.meg_scale.max()),
         )
+
+
+def _translator_input_spec(model: TranslationModel, stream_sfreq: float) -> InputSpec:
+    """What a translator reads: its EEG channels, span and preprocessing."""
+    w = model.window
+    return InputSpec(
+        ch_names=list(model.eeg_names),
+        ch_types=["eeg"] * len(model.eeg_names),
+        sfreq_hz=float(stream_sfreq),
+        window_s=w.n_window / w.sfreq_hz,
+        context_s=w.n_context / w.sfreq_hz,
+        stride_s=w.n_window / w.sfreq_hz,
+        preprocess=model.spec,
+        scalogram=None,
+    )
+
+
+def _translator_description(model: TranslationModel, which: str) -> str:
+    """The artifact's description of the network or the ridge baseline."""
+    w = model.window
+    return (
+        ("U-Net with Bi-LSTM bottleneck" if which == "net" else "Ridge regression")
+        + f" translating {len(model.eeg_names)} EEG channels into "
+        f"{len(model.meg_names)} MEG channels ({w.l_freq_hz:g}-{w.h_freq_hz:g} Hz, "
+        f"{w.sfreq_hz:g} Hz); each window gives the MEG of its last {w.n_window} "
+        "samples. Trained on SIMULATED simultaneous EEG/MEG."
+    )

@@ -36,6 +36,7 @@ const state = {
   retrievalHits: 0,
   retrievalCount: 0,
   gain: 1,
+  imagesSeen: new Set(),  // image ids retrieved or presented (a lower bound of the gallery)
   lastSlow: 0,
 };
 
@@ -106,6 +107,7 @@ function resetView() {
     results: 0, dropped: 0, lastWindowEnd: null, lastLatency: null, status: null,
     translationModel: null, events: [], simulated: false, dirty: true, layout: null, signal: null,
     translated: null, markers: [], presented: null, retrievalHits: 0, retrievalCount: 0,
+    imagesSeen: new Set(),
   });
   state.curves.clear();
   state.probs.clear();

@@ -99,11 +99,13 @@ function curveFor(model, kind, chance) {
 
 /** Classifier: is the most probable class the class of the current block? */
 function scoreClassifier(msg) {
+  // the row appears at once; it fills from the first class onset on
+  const curve = curveFor(msg.model, "class", 1 / msg.payload.classes.length);
   const block = lastMarker("class/", msg.t_window_end);
   if (!block) return;
   const p = msg.payload.probabilities;
   const best = msg.payload.classes[p.indexOf(Math.max(...p))];
-  curveFor(msg.model, "class", 1 / msg.payload.classes.length).add(block.since, best === block.value);
+  curve.add(block.since, best === block.value);
 }
 
 /** Retrieval: is the presented image among the top 5? */
@@ -113,10 +115,10 @@ function scoreRetrieval(msg) {
   if (!shown) return;
   const top5 = (msg.payload.topk || []).slice(0, 5).map((t) => t.image_id);
   const hit = top5.includes(shown.value);
-  // chance from the distinct images presented so far: a lower bound of the gallery's size,
-  // so the chance line errs high
-  state.imagesSeen = state.imagesSeen || new Set();
+  // chance from the distinct images retrieved or presented so far: a lower bound of the
+  // gallery's size (reached within seconds), so the chance line errs high, never low
   state.imagesSeen.add(shown.value);
+  for (const t of msg.payload.topk || []) state.imagesSeen.add(t.image_id);
   const curve = curveFor(msg.model, "image", 1);
   curve.chance = Math.min(1, 5 / Math.max(5, state.imagesSeen.size));
   curve.add(shown.since, hit);

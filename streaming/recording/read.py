@@ -15,7 +15,7 @@ import struct
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyxdf
 
@@ -40,6 +40,7 @@ _TAG_NAMES = {
 }
 # content length each fixed-size chunk must have
 _FIXED_LENGTH = {TAG_CLOCK_OFFSET: 20, TAG_BOUNDARY: 16}
+_WITH_STREAM_ID = (TAG_STREAM_HEADER, TAG_SAMPLES, TAG_CLOCK_OFFSET, TAG_STREAM_FOOTER)
 
 
 class XDFFormatError(ValueError):
@@ -141,59 +142,85 @@ def scan_xdf(path: str | Path) -> XDFScan:
         pos = 4
         while pos < size:
             f.seek(pos)
-            head = f.read(15)
-            decoded = _varlen(head, 0)
-            if decoded is None:
-                what = (
-                    "an unfinished write"
-                    if head[:1] == b"\x00"
-                    else "an incomplete or invalid chunk length"
-                )
-                return _cut(scan, pos, what)
-            length, at = decoded
-            if length < 2 or at + 2 > len(head):
-                return _cut(scan, pos, "an incomplete or invalid chunk length")
-            tag = struct.unpack_from("<H", head, at)[0]
-            name = _TAG_NAMES.get(tag)
-            end = pos + at + length
-            if name is None:
-                return _cut(scan, pos, f"an unknown chunk tag {tag}")
+            chunk = _chunk_header(f.read(15), pos)
+            if isinstance(chunk, str):
+                return _cut(scan, pos, chunk)
+            tag, name, start, end = chunk
             if scan.n_chunks == 0 and tag != TAG_FILE_HEADER:
                 raise XDFFormatError(f"{path} does not start with an XDF file header.")
-            if end > size:
-                return _cut(
-                    scan, pos, f"an incomplete {name} chunk: {end - size} of its bytes are missing"
-                )
-            content_len = length - 2
-            fixed = _FIXED_LENGTH.get(tag)
-            if fixed is not None and content_len != fixed:
-                return _cut(scan, pos, f"a {name} chunk of {content_len} bytes, not {fixed}")
-            with_id = (TAG_STREAM_HEADER, TAG_SAMPLES, TAG_CLOCK_OFFSET, TAG_STREAM_FOOTER)
-            if tag in with_id and content_len < 4:
-                return _cut(scan, pos, f"a {name} chunk without a stream id")
-            if tag in (TAG_FILE_HEADER, TAG_STREAM_HEADER, TAG_STREAM_FOOTER):
-                f.seek(pos + at + 2)
-                content = f.read(content_len)
-                xml = content if tag == TAG_FILE_HEADER else content[4:]
-                try:
-                    ET.fromstring(xml)
-                except ET.ParseError as exc:
-                    return _cut(scan, pos, f"a {name} chunk with damaged XML ({exc})")
-                if tag == TAG_STREAM_HEADER:
-                    sid = struct.unpack_from("<I", content)[0]
-                    scan.headers[sid] = xml.decode("utf-8", "replace")
-                elif tag == TAG_STREAM_FOOTER:
-                    scan.has_footers = True
-            elif tag == TAG_BOUNDARY:
-                f.seek(pos + at + 2)
-                if f.read(16) != BOUNDARY_UUID:
-                    return _cut(scan, pos, "a damaged Boundary chunk")
+            problem = _chunk_problem(f, scan, tag, name, start, end)
+            if problem is not None:
+                return _cut(scan, pos, problem)
             scan.n_chunks += 1
             pos = end
             scan.valid_end = pos
     if scan.n_chunks == 0:
         raise XDFFormatError(f"{path} has no XDF file header.")
     return scan
+
+
+def _chunk_header(head: bytes, pos: int) -> tuple[int, str, int, int] | str:
+    """The chunk at ``pos`` from its first bytes: (tag, tag name, content start, end).
+
+    Returns why the header cannot be read instead (a string) when it is cut short or invalid.
+    """
+    decoded = _varlen(head, 0)
+    if decoded is None:
+        if head[:1] == b"\x00":
+            return "an unfinished write"
+        return "an incomplete or invalid chunk length"
+    length, at = decoded
+    if length < 2 or at + 2 > len(head):
+        return "an incomplete or invalid chunk length"
+    tag = struct.unpack_from("<H", head, at)[0]
+    name = _TAG_NAMES.get(tag)
+    if name is None:
+        return f"an unknown chunk tag {tag}"
+    return tag, name, pos + at + 2, pos + at + length
+
+
+def _chunk_problem(
+    f: BinaryIO, scan: XDFScan, tag: int, name: str, start: int, end: int
+) -> str | None:
+    """What is wrong with a chunk's content (None: it is whole); records stream headers.
+
+    Parameters
+    ----------
+    f : binary file
+        The open XDF file.
+    scan : XDFScan
+        The scan so far; stream headers and footers found are recorded in it.
+    tag, name : int, str
+        The chunk's tag and its name.
+    start, end : int
+        Byte offsets of the chunk's content and of its end.
+    """
+    if end > scan.size:
+        return f"an incomplete {name} chunk: {end - scan.size} of its bytes are missing"
+    content_len = end - start
+    fixed = _FIXED_LENGTH.get(tag)
+    if fixed is not None and content_len != fixed:
+        return f"a {name} chunk of {content_len} bytes, not {fixed}"
+    if tag in _WITH_STREAM_ID and content_len < 4:
+        return f"a {name} chunk without a stream id"
+    if tag in (TAG_FILE_HEADER, TAG_STREAM_HEADER, TAG_STREAM_FOOTER):
+        f.seek(start)
+        content = f.read(content_len)
+        xml = content if tag == TAG_FILE_HEADER else content[4:]
+        try:
+            ET.fromstring(xml)
+        except ET.ParseError as exc:
+            return f"a {name} chunk with damaged XML ({exc})"
+        if tag == TAG_STREAM_HEADER:
+            sid = struct.unpack_from("<I", content)[0]
+            scan.headers[sid] = xml.decode("utf-8", "replace")
+        elif tag == TAG_STREAM_FOOTER:
+            scan.has_footers = True
+    elif tag == TAG_BOUNDARY:
+        f.seek(start)
+        if f.read(16) != BOUNDARY_UUID:
+            return "a damaged Boundary chunk"
+    return None
 
 
 def _cut(scan: XDFScan, pos: int, reason: str) -> XDFScan:

@@ -24,7 +24,7 @@ MAX_SESSIONS = 4
 MAX_QUEUED_JOBS = 2
 # connections the clients share: enough to contend for the limits, few enough that the pool
 # (not the kernel's listen backlog) is what queues the rest
-MAX_CONNECTIONS = 48
+MAX_CONNECTIONS = 16
 # descriptors that may stay open after the load for reasons that are not a leak (the event
 # loop's and the thread pool's own, a lazily opened log or cache file)
 FD_MARGIN = 8
@@ -61,7 +61,8 @@ async def _session_client(
     http: httpx.AsyncClient, model: str, seen: dict[str, list[int]], sizes: list[int]
 ) -> None:
     """Create a session, read it back and delete it; a refusal must be a 429."""
-    body = {"source": SIM_SPEC.model_dump(mode="json"), "models": [model]}
+    # a slow decode rate: the sessions' own work would otherwise starve the API on small machines
+    body = {"source": SIM_SPEC.model_dump(mode="json"), "models": [model], "stride_s": 0.5}
     created = await http.post("/v1/sessions", json=body)
     seen["POST /v1/sessions"].append(created.status_code)
     listed = await http.get("/v1/sessions")
@@ -101,6 +102,18 @@ async def _job_client(
     seen["GET /v1/jobs"].append(listed.status_code)
 
 
+async def _list_client(
+    http: httpx.AsyncClient, seen: dict[str, list[int]], sizes: list[int]
+) -> None:
+    """Read both lists, as a dashboard polling the server does."""
+    sessions = await http.get("/v1/sessions")
+    seen["GET /v1/sessions"].append(sessions.status_code)
+    if sessions.status_code == 200:
+        sizes.append(len(sessions.json()["sessions"]))
+    jobs = await http.get("/v1/jobs")
+    seen["GET /v1/jobs"].append(jobs.status_code)
+
+
 async def _load(
     url: str, model: str, recording: bytes
 ) -> tuple[dict[str, list[int]], list[int], list[str]]:
@@ -118,8 +131,10 @@ async def _load(
         await asyncio.gather(
             *(
                 _session_client(http, model, seen, sizes)
-                if i % 2 == 0
+                if i % 4 == 0
                 else _job_client(http, model, recording, seen, accepted)
+                if i % 4 == 1
+                else _list_client(http, seen, sizes)
                 for i in range(N_CLIENTS)
             )
         )
@@ -158,12 +173,13 @@ def test_concurrent_clients_get_documented_answers_and_leak_nothing(
     for route, codes in allowed.items():
         assert set(seen[route]) <= codes, (route, sorted(set(seen[route])))
     # every client was answered, and the limits let some through and refused others
-    assert len(seen["POST /v1/sessions"]) == len(seen["GET /v1/sessions"]) == N_CLIENTS // 2
-    assert len(seen["POST /v1/decode"]) == len(seen["GET /v1/jobs"]) == N_CLIENTS // 2
+    # a quarter of the clients cycle a session, a quarter submit a job, the rest only read
+    assert len(seen["POST /v1/sessions"]) == len(seen["POST /v1/decode"]) == N_CLIENTS // 4
+    assert len(seen["GET /v1/sessions"]) == len(seen["GET /v1/jobs"]) == 3 * N_CLIENTS // 4
     assert 201 in seen["POST /v1/sessions"] and 202 in seen["POST /v1/decode"]
     assert seen["POST /v1/sessions"].count(201) == len(seen["DELETE /v1/sessions/{id}"])
     assert all(s >= 1 for s in seen["429 Retry-After (s)"])
-    assert len(sizes) == N_CLIENTS // 2
+    assert len(sizes) == 3 * N_CLIENTS // 4
 
     for job_id in accepted:
         assert client.wait_job(job_id, timeout_s=60).status == "done"
@@ -173,11 +189,6 @@ def test_concurrent_clients_get_documented_answers_and_leak_nothing(
     wait_until(lambda: _open_fds() <= before + FD_MARGIN, 20.0, "file descriptors to settle")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the session count is checked before the model load is awaited and the session is "
-    "added after it, so creates that arrive together all pass the check",
-)
 def test_session_limit_holds_under_concurrent_creates(
     registry: ModelRegistry, model_ids: dict[str, str]
 ) -> None:

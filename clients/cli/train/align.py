@@ -9,8 +9,13 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neurocast.clients.cli.train.common import run_training
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 logger = logging.getLogger(__name__)
 
@@ -60,26 +65,17 @@ def run_align(args: argparse.Namespace) -> int:
 def _train_align(args: argparse.Namespace) -> str:
     """Train and export both encoders; returns the summary line."""
     import numpy as np
-    from numpy.typing import NDArray
 
     from neurocast.models.training.align import AlignTrainConfig, export_encoder, fit_aligned
     from neurocast.models.training.align_data import AlignedEpochs, simulate_aligned_epochs
     from neurocast.models.training.align_eval import evaluate_aligned
-    from neurocast.streaming.sources.simulator.images import default_image_set, load_image_set
+    from neurocast.models.training.export import ArtifactAbout
     from neurocast.streaming.sources.specs import SimulatorSpec
 
     if args.repeats < 2 or args.test_repeats < 2:
         raise ValueError("--repeats and --test-repeats must be at least 2.")
     n_total = args.n_images + args.n_test_images
-    if args.gallery is not None:
-        emb, ids = load_image_set(args.gallery)
-        if len(emb) < n_total:
-            raise ValueError(
-                f"{args.gallery} holds {len(emb)} images; --n-images + --n-test-images "
-                f"asks for {n_total}."
-            )
-    else:
-        emb, ids = default_image_set(n_total, 64, seed=args.seed)
+    emb, ids = _image_set(args, n_total)
     rng = np.random.default_rng(args.seed)
     images = rng.permutation(len(emb))[:n_total]
     train_img, test_img = images[: args.n_images], images[args.n_images :]
@@ -127,12 +123,29 @@ def _train_align(args: argparse.Namespace) -> str:
             modality,
             args.out_dir / f"{args.name}-{modality}.onnx",
             check_data=test,
-            name=f"{args.name}-{modality}",
-            version=args.version,
+            about=ArtifactAbout(
+                name=f"{args.name}-{modality}",
+                version=args.version,
+                seed=args.seed,
+                metrics=metrics,
+                metrics_note=note,
+            ),
             stream_sfreq=spec.sfreq,
-            metrics=metrics,
-            metrics_note=note,
-            seed=args.seed,
         )
         written.append(str(artifact.path))
     return f"wrote {', '.join(written)} (SIMULATED training data): {json.dumps(metrics)}"
+
+
+def _image_set(args: argparse.Namespace, n_total: int) -> tuple[NDArray[np.float32], list[str]]:
+    """Embeddings and ids of --gallery's images, or of the default set, at least ``n_total``."""
+    from neurocast.streaming.sources.simulator.images import default_image_set, load_image_set
+
+    if args.gallery is None:
+        return default_image_set(n_total, 64, seed=args.seed)
+    emb, ids = load_image_set(args.gallery)
+    if len(emb) < n_total:
+        raise ValueError(
+            f"{args.gallery} holds {len(emb)} images; --n-images + --n-test-images "
+            f"asks for {n_total}."
+        )
+    return emb, ids

@@ -226,9 +226,8 @@ def _train_classifier(args: argparse.Namespace) -> str:
     """Train, score and export the classifier; returns the summary line."""
     import numpy as np
 
-    from neurocast.models.serving.schema import Provenance
     from neurocast.models.training.classifier import TrainConfig, export_classifier
-    from neurocast.models.training.export import git_commit
+    from neurocast.models.training.export import ArtifactAbout
     from neurocast.models.training.loop import set_threads
     from neurocast.models.training.recipes.classifier import (
         ClassifierRecipe,
@@ -285,33 +284,32 @@ def _train_classifier(args: argparse.Namespace) -> str:
         trained.model,
         args.out,
         check_inputs=trained.check_inputs(args.seed),
-        name=args.name or args.out.stem,
-        version=args.version,
         input_spec=trained.spec,
         class_names=class_names,
-        provenance=Provenance(
+        about=ArtifactAbout(
+            name=args.name or args.out.stem,
+            version=args.version,
             # file names only: the artifact travels, the training machine's folders do not
-            data="; ".join(Path(p).name for p in args.data),
+            trained_on="; ".join(Path(p).name for p in args.data),
             split=(
                 f"train/validation: trials of the training recordings, {args.val_fraction:g} "
                 "of each class's trials held out for early stopping; test: "
                 + ("; ".join(Path(p).name for p in args.test_data) or "none")
             ),
             seed=args.seed,
-            git_commit=git_commit(),
-        ),
-        metrics=metrics,
-        metrics_note=(
-            f"Balanced accuracy of {args.window_ms:g} ms windows ending {args.tmin:g}-"
-            f"{args.tmax:g} s after each trial onset (validation: every "
-            f"{args.train_stride_ms:g} ms; test: every {trained.spec.stride_s * 1e3:g} ms); "
-            "trial decision = mean window log-probability."
-        ),
-        simulated_training_data=False,
-        description=(
-            f"Scalogram transfer classifier ({args.backbone}, "
-            f"{'random init' if args.random_init else 'ImageNet init'}, {args.mixing} "
-            f"mixing, {args.input_size} px) of {', '.join(class_names)}."
+            metrics=metrics,
+            metrics_note=(
+                f"Balanced accuracy of {args.window_ms:g} ms windows ending {args.tmin:g}-"
+                f"{args.tmax:g} s after each trial onset (validation: every "
+                f"{args.train_stride_ms:g} ms; test: every {trained.spec.stride_s * 1e3:g} ms); "
+                "trial decision = mean window log-probability."
+            ),
+            simulated_training_data=False,
+            description=(
+                f"Scalogram transfer classifier ({args.backbone}, "
+                f"{'random init' if args.random_init else 'ImageNet init'}, {args.mixing} "
+                f"mixing, {args.input_size} px) of {', '.join(class_names)}."
+            ),
         ),
     )
     return f"wrote {artifact.path} ({artifact.size_bytes / 1e6:.1f} MB): {metrics}"

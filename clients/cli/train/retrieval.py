@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import mne
 
     from neurocast.models.serving.gallery import Gallery
+    from neurocast.models.training.export import ArtifactAbout
+    from neurocast.models.training.retrieval import RetrievalTrainConfig
     from neurocast.models.training.retrieval_data import EpochSet
 
 logger = logging.getLogger(__name__)
@@ -95,16 +97,11 @@ def _train_retrieval(args: argparse.Namespace) -> str:
     from neurocast.models.serving.gallery import Gallery
     from neurocast.models.training.loop import set_threads
     from neurocast.models.training.recipes.retrieval import fit_retrieval
-    from neurocast.models.training.retrieval import RetrievalTrainConfig, export_retrieval
+    from neurocast.models.training.retrieval import export_retrieval
     from neurocast.models.training.retrieval_data import retrieval_spec
 
     set_threads(args.threads)
-    if not 0 < args.test_fraction < 1:
-        raise ValueError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}.")
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be at least 1, got {args.repeats}.")
-    if not args.tmin < args.tmax:
-        raise ValueError(f"--tmin ({args.tmin}) must be below --tmax ({args.tmax}).")
+    _check_args(args)
     gallery = Gallery.load(args.gallery)
     if gallery.n_images < 10:
         raise ValueError(
@@ -128,18 +125,10 @@ def _train_retrieval(args: argparse.Namespace) -> str:
         end_range_s=(args.tmin, args.tmax),
         stride_s=args.stride_ms / 1e3,
         config=BrainModuleConfig(n_subjects=1) if args.config == "paper" else small_config(1),
-        train_config=RetrievalTrainConfig(
-            max_epochs=args.epochs,
-            patience=args.patience,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            clip_weight=args.clip_weight,
-            max_steps_per_epoch=args.steps_per_epoch,
-            seed=args.seed,
-            progress=True,
-        ),
+        train_config=_train_config(args),
         ridge=not args.no_ridge,
     )
+    about = _about(args, fit.metrics, data_note, simulated, len(test_images), gallery.n_images)
     artifact = export_retrieval(
         fit.module,
         args.out,
@@ -148,22 +137,7 @@ def _train_retrieval(args: argparse.Namespace) -> str:
         spec=fit.spec,
         geometry=fit.geometry,
         check_inputs=fit.check_inputs,
-        name=args.name or args.out.stem,
-        version=args.version,
-        trained_on=data_note,
-        split=(
-            f"{len(test_images)} of {gallery.n_images} gallery images held out (seed "
-            f"{args.seed}); early stopping on 15 % of the training images"
-        ),
-        seed=args.seed,
-        metrics=fit.metrics,
-        metrics_note=(
-            f"Held-out trials: rank of the seen image among it and "
-            f"{int(fit.metrics['test_gallery_size']) - 1} other held-out images, per "
-            f"window end from {args.tmin} to {args.tmax} s after onset (mean and peak); "
-            "ridge_*: RidgeCV on the same windows."
-        ),
-        simulated_training_data=simulated,
+        about=about,
         stride_s=args.stride_ms / 1e3,
     )
     beside = artifact.path.parent / f"{gallery.name}.npz"
@@ -176,6 +150,63 @@ def _train_retrieval(args: argparse.Namespace) -> str:
             "simulated_training_data": simulated,
             **{k: round(v, 4) for k, v in fit.metrics.items()},
         }
+    )
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse settings that cannot give a held-out measure, before any data are read."""
+    if not 0 < args.test_fraction < 1:
+        raise ValueError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}.")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}.")
+    if not args.tmin < args.tmax:
+        raise ValueError(f"--tmin ({args.tmin}) must be below --tmax ({args.tmax}).")
+
+
+def _train_config(args: argparse.Namespace) -> RetrievalTrainConfig:
+    """The brain module's optimisation settings from the command line."""
+    from neurocast.models.training.retrieval import RetrievalTrainConfig
+
+    return RetrievalTrainConfig(
+        max_epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        clip_weight=args.clip_weight,
+        max_steps_per_epoch=args.steps_per_epoch,
+        seed=args.seed,
+        progress=True,
+    )
+
+
+def _about(
+    args: argparse.Namespace,
+    metrics: dict[str, float],
+    data_note: str,
+    simulated: bool,
+    n_test_images: int,
+    n_images: int,
+) -> ArtifactAbout:
+    """Name, provenance and measured figures of the artifact."""
+    from neurocast.models.training.export import ArtifactAbout
+
+    return ArtifactAbout(
+        name=args.name or args.out.stem,
+        version=args.version,
+        trained_on=data_note,
+        split=(
+            f"{n_test_images} of {n_images} gallery images held out (seed "
+            f"{args.seed}); early stopping on 15 % of the training images"
+        ),
+        seed=args.seed,
+        metrics=metrics,
+        metrics_note=(
+            f"Held-out trials: rank of the seen image among it and "
+            f"{int(metrics['test_gallery_size']) - 1} other held-out images, per "
+            f"window end from {args.tmin} to {args.tmax} s after onset (mean and peak); "
+            "ridge_*: RidgeCV on the same windows."
+        ),
+        simulated_training_data=simulated,
     )
 
 

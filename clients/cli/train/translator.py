@@ -9,8 +9,14 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neurocast.clients.cli.train.common import run_training
+
+if TYPE_CHECKING:
+    from neurocast.models.training.recipes.translator import TrainedTranslator
+    from neurocast.models.training.translation import TranslationModel
+    from neurocast.models.training.translation_data import SimultaneousSegment
 
 logger = logging.getLogger(__name__)
 
@@ -69,19 +75,41 @@ def run_translator(args: argparse.Namespace) -> int:
 
 def _train_translator(args: argparse.Namespace) -> str:
     """Train, score and export the translator; returns the summary line."""
-    from neurocast.models.training.recipes.translator import SubjectSplit, train_translator
-    from neurocast.models.training.translation import TranslatorTrainConfig, export_translator
-    from neurocast.models.training.translation_data import (
-        SimultaneousSegment,
-        TranslationWindow,
-        meg_projectors,
-        recording_segment,
-        simulator_spec,
-    )
-    from neurocast.models.training.translation_scoring import evaluate_segment
+    from neurocast.models.training.export import ArtifactAbout
+    from neurocast.models.training.translation import export_translator
 
     if args.subjects < 1 or args.seconds <= 0:
         raise ValueError("--subjects must be >= 1 and --seconds positive.")
+    trained, stream_sfreq = _trained(args)
+    metrics = _scores(args, trained.model, trained.test[0])
+    artifact = export_translator(
+        trained.model,
+        args.out,
+        which=args.model,
+        check_segment=trained.test[0],
+        about=ArtifactAbout(
+            name=args.name or args.out.stem,
+            version=args.version,
+            seed=args.seed,
+            metrics=metrics,
+            metrics_note=(
+                "Median over MEG sensors of the correlation (corr) and explained variance (ev) "
+                "of translated against simulated (sim_: a held-out simulated subject) or "
+                "recorded MEG, per magnetometers and gradiometers; *_ridge: the ridge baseline "
+                "on the same windows."
+            ),
+        ),
+        stream_sfreq=stream_sfreq,
+    )
+    return f"wrote {artifact.path} (SIMULATED training data): {json.dumps(metrics)}"
+
+
+def _trained(args: argparse.Namespace) -> tuple[TrainedTranslator, float]:
+    """Simulate the subjects and train both translators; also the simulation rate in Hz."""
+    from neurocast.models.training.recipes.translator import SubjectSplit, train_translator
+    from neurocast.models.training.translation import TranslatorTrainConfig
+    from neurocast.models.training.translation_data import TranslationWindow, simulator_spec
+
     window = TranslationWindow(
         sfreq_hz=args.sfreq,
         l_freq_hz=args.l_freq,
@@ -91,6 +119,7 @@ def _train_translator(args: argparse.Namespace) -> str:
         multiple=2**args.depth,
     )
     spec = simulator_spec(args.info, args.noise_cov, sfreq=args.sim_sfreq)
+    # each seed draws its own simulated subjects
     base = 1000 * args.seed
     trained = train_translator(
         spec,
@@ -112,7 +141,16 @@ def _train_translator(args: argparse.Namespace) -> str:
         lstm_hidden=args.lstm_hidden,
         progress=True,
     )
-    model, test = trained.model, trained.test
+    return trained, spec.sfreq
+
+
+def _scores(
+    args: argparse.Namespace, model: TranslationModel, simulated: SimultaneousSegment
+) -> dict[str, float]:
+    """Both translators' figures on the held-out simulated subject and every --eval file."""
+    from neurocast.models.training.translation_data import meg_projectors, recording_segment
+    from neurocast.models.training.translation_scoring import evaluate_segment
+
     metrics: dict[str, float] = {}
 
     def add_scores(prefix: str, segment: SimultaneousSegment) -> None:
@@ -123,28 +161,11 @@ def _train_translator(args: argparse.Namespace) -> str:
             for key in ("corr_mag", "corr_grad", "ev_mag", "ev_grad"):
                 metrics[f"{prefix}_{key}{suffix}"] = summary[key]
 
-    add_scores("sim", test[0])
+    add_scores("sim", simulated)
     projs = meg_projectors(args.ssp_from) if args.ssp_from else None
     for path in args.eval:
         segment = recording_segment(
-            path, model.eeg_names, model.meg_names, window, extra_bads=args.bads, projs=projs
+            path, model.eeg_names, model.meg_names, model.window, extra_bads=args.bads, projs=projs
         )
         add_scores(path.stem, segment)
-    artifact = export_translator(
-        model,
-        args.out,
-        which=args.model,
-        check_segment=test[0],
-        name=args.name or args.out.stem,
-        version=args.version,
-        stream_sfreq=spec.sfreq,
-        metrics=metrics,
-        metrics_note=(
-            "Median over MEG sensors of the correlation (corr) and explained variance (ev) "
-            "of translated against simulated (sim_: a held-out simulated subject) or "
-            "recorded MEG, per magnetometers and gradiometers; *_ridge: the ridge baseline "
-            "on the same windows."
-        ),
-        seed=args.seed,
-    )
-    return f"wrote {artifact.path} (SIMULATED training data): {json.dumps(metrics)}"
+    return metrics

@@ -107,6 +107,7 @@ def train_pipeline(
     provenance: Provenance | None = None,
     metrics: Metrics | None = None,
     name: str | None = None,
+    every: int = 4,
 ) -> Artifact:
     """Train a recipe and export it as an artifact.
 
@@ -128,6 +129,8 @@ def train_pipeline(
         Stream → model channel names stored with the model (e.g. raw EEGBCI names).
     provenance, metrics, name
         Artifact metadata.
+    every : int
+        Keep every n-th training window of the 25 ms grid (4: one per 100 ms).
 
     Returns
     -------
@@ -135,10 +138,11 @@ def train_pipeline(
         The exported model.
     """
     recipe = make_recipe(recipe_name)
-    pipeline, names = fit_recipe(recipe, recordings, window, tmin_s, tmax_s)
-    info = mne.pick_info(recordings[0].stream.info, mne.pick_channels(
-        recordings[0].stream.ch_names, names, ordered=True
-    ))
+    pipeline, names = fit_recipe(recipe, recordings, window, tmin_s, tmax_s, every=every)
+    info = mne.pick_info(
+        recordings[0].stream.info,
+        mne.pick_channels(recordings[0].stream.ch_names, names, ordered=True),
+    )
     return export_pipeline(
         pipeline,
         info,

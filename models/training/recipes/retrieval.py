@@ -240,9 +240,7 @@ def fit_retrieval(
     if not len(test_idx) or not len(train_idx):
         raise ValueError("Both training and held-out epochs are needed.")
     geometry = WindowGeometry.from_seconds(window_s, context_s, epochs.sfreq)
-    probe = WindowSampler(epochs, spec, geometry)
-    first, last = (probe.end_index(t) for t in end_range_s)
-    ends = list(range(first, last + 1, max(1, round(stride_s * epochs.sfreq))))
+    ends = _window_ends(WindowSampler(epochs, spec, geometry), end_range_s, stride_s)
     full_spec, sampler = prepare_windows(epochs, spec, geometry, train_idx, ends, tc.seed)
     fit_idx, val_idx = split_by_image(epochs.image_rows[train_idx], tc.val_fraction, tc.seed)
     module, result = train_brain_module(
@@ -254,20 +252,55 @@ def fit_retrieval(
         raise ValueError("Measuring retrieval needs at least two distinct held-out images.")
     rridge = _ridge_baseline(sampler, train_idx, ends, emb, tc.seed) if ridge else None
     curves = _held_out_curves(module, rridge, sampler, test_idx, ends, emb, n_distractors)
+    metrics = _held_out_metrics(
+        curves, sampler.end_times(ends), n_distractors, with_ridge=rridge is not None,
+        n_parameters=float(module.n_parameters()), best_epoch=float(result.best_epoch),
+    )  # fmt: skip
+    check = sampler.windows(test_idx[:32], ends[len(ends) // 2])
+    return RetrievalFit(module, full_spec, geometry, ends, metrics, check, result)
+
+
+def _window_ends(
+    probe: WindowSampler, end_range_s: tuple[float, float], stride_s: float
+) -> list[int]:
+    """Window ends (indices into the epochs' samples) every ``stride_s`` across the range."""
+    first, last = (probe.end_index(t) for t in end_range_s)
+    return list(range(first, last + 1, max(1, round(stride_s * probe.epochs.sfreq))))
+
+
+def _held_out_metrics(
+    curves: dict[str, list[float]],
+    end_times: NDArray[np.float64],
+    n_distractors: int,
+    *,
+    with_ridge: bool,
+    **figures: float,
+) -> dict[str, float]:
+    """Mean and peak of the held-out curves, where the peak is, and the chance level.
+
+    Parameters
+    ----------
+    curves : dict of str to list of float
+        :func:`_held_out_curves`.
+    end_times : array
+        Time of each window end, in the curves' order.
+    n_distractors : int
+        Other images each held-out window's image was ranked against.
+    with_ridge : bool
+        Whether the ridge baseline was fitted (its figures come last).
+    **figures : float
+        Further figures of the brain module, placed before the ridge's.
+    """
     metrics = {
         "test_top1_mean": float(np.mean(curves["ours_top1"])),
         "test_top5_mean": float(np.mean(curves["ours_top5"])),
         "test_top5_peak": float(np.max(curves["ours_top5"])),
-        "test_top5_peak_end_s": float(
-            sampler.end_times([ends[int(np.argmax(curves["ours_top5"]))]])[0]
-        ),
+        "test_top5_peak_end_s": float(end_times[int(np.argmax(curves["ours_top5"]))]),
         "test_gallery_size": float(n_distractors + 1),
         "test_chance_top5": min(1.0, 5 / (n_distractors + 1)),
-        "n_parameters": float(module.n_parameters()),
-        "best_epoch": float(result.best_epoch),
+        **figures,
     }
-    if rridge is not None:
+    if with_ridge:
         metrics["ridge_test_top5_mean"] = float(np.mean(curves["ridge_top5"]))
         metrics["ridge_test_top5_peak"] = float(np.max(curves["ridge_top5"]))
-    check = sampler.windows(test_idx[:32], ends[len(ends) // 2])
-    return RetrievalFit(module, full_spec, geometry, ends, metrics, check, result)
+    return metrics
