@@ -69,7 +69,7 @@ from neurocast.models.serving.schema import InputSpec
 from neurocast.streaming.sources.base import StreamInfo
 
 if TYPE_CHECKING:
-    from neurocast.models.training.recipes.classifier import LabelledRecording
+    from neurocast.models.training.recipes.classifier import LabelledRecording, TrainedClassifier
 
 TASKS = {
     "handsfeet": ((6, 10), {"T1": "hands", "T2": "feet"}),
@@ -154,16 +154,7 @@ def ours_fold(
     quick: bool,
 ) -> dict[str, float]:
     """Train each variant on ``train_run``; epoch (and main-model stream) decisions on the test."""
-    from sklearn.metrics import balanced_accuracy_score
-
-    from neurocast.models.serving.schema import Provenance
-    from neurocast.models.training.classifier import (
-        TrainConfig,
-        export_classifier,
-        predict_log_proba,
-        trial_log_proba,
-    )
-    from neurocast.models.training.export import git_commit
+    from neurocast.models.training.classifier import TrainConfig
     from neurocast.models.training.recipes.classifier import ClassifierRecipe, train_classifier
 
     spec = input_spec(train_run.raw)
@@ -183,8 +174,7 @@ def ours_fold(
             **kw,
         )
         trained = train_classifier(spec, [labelled(train_run)], 2, recipe, [labelled(test_run)])
-        model, result, scores, test = trained.model, trained.result, trained.scores, trained.test
-        assert test is not None
+        result, scores = trained.result, trained.scores
         out[variant] = scores["trial_balanced_accuracy"]
         out[f"{variant}_window"] = scores["window_balanced_accuracy"]
         out[f"{variant}_best_epoch"] = float(result.best_epoch)
@@ -193,39 +183,66 @@ def ours_fold(
             f"{out[variant]:.3f}, window bacc {out[f'{variant}_window']:.3f}, best epoch "
             f"{result.best_epoch}/{result.epochs_run} ({time.perf_counter() - t0:.0f} s)"
         )
-        if variant != "main":
-            continue
-        _, mean = trial_log_proba(predict_log_proba(model, test), test.groups)
-        epoch_decisions = mean.argmax(axis=1)
-        artifact = export_classifier(
-            model,
-            folder / f"eegbci-{train_run.number}.onnx",
-            check_inputs=trained.check_inputs(seed=0),
+        if variant == "main":
+            out.update(stream_fold(trained, train_run, test_run, out[variant], folder, quick))
+    return out
+
+
+def stream_fold(
+    trained: TrainedClassifier,
+    train_run: Run,
+    test_run: Run,
+    trial_bacc: float,
+    folder: Path,
+    quick: bool,
+) -> dict[str, float]:
+    """Export the main model and decode the test run as a stream through the artifact.
+
+    Returns the stream's balanced accuracy, its agreement with the epoch decisions, the
+    trials it decided and the export check's largest difference.
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    from neurocast.models.training.classifier import (
+        export_classifier,
+        predict_log_proba,
+        trial_log_proba,
+    )
+    from neurocast.models.training.export import ArtifactAbout
+
+    model, test = trained.model, trained.test
+    assert test is not None
+    _, mean = trial_log_proba(predict_log_proba(model, test), test.groups)
+    epoch_decisions = mean.argmax(axis=1)
+    artifact = export_classifier(
+        model,
+        folder / f"eegbci-{train_run.number}.onnx",
+        check_inputs=trained.check_inputs(seed=0),
+        about=ArtifactAbout(
             name=f"eegbci-s001-r{train_run.number:02d}",
-            version="1",
-            input_spec=trained.spec,
-            class_names=train_run.class_names,
-            provenance=Provenance(
-                data=f"PhysioNet EEGBCI subject 1 run {train_run.number}",
-                split=f"train/validation: run {train_run.number}; test: run {test_run.number}",
-                seed=0,
-                git_commit=git_commit(),
-            ),
-            metrics={"test_trial_balanced_accuracy": out[variant]},
+            trained_on=f"PhysioNet EEGBCI subject 1 run {train_run.number}",
+            split=f"train/validation: run {train_run.number}; test: run {test_run.number}",
+            seed=0,
+            metrics={"test_trial_balanced_accuracy": trial_bacc},
             metrics_note=f"test run {test_run.number}",
             simulated_training_data=False,
-        )
-        stream = stream_decisions(artifact.path, test_run, quick)
-        keep = ~np.isnan(stream[:, 0])
-        decided = stream[keep].argmax(axis=1)
-        out["stream"] = float(balanced_accuracy_score(test_run.labels[keep], decided))
-        out["stream_agreement"] = float(np.mean(decided == epoch_decisions[keep]))
-        out["stream_trials"] = float(keep.sum())
-        out["export_max_abs_diff"] = artifact.metadata.metrics.values["export_max_abs_diff"]
-        _common.log(
-            f"  stream run {test_run.number}: trial bacc {out['stream']:.3f}, agreement with "
-            f"epoch decisions {out['stream_agreement']:.3f} ({int(keep.sum())} trials)"
-        )
+        ),
+        input_spec=trained.spec,
+        class_names=train_run.class_names,
+    )
+    stream = stream_decisions(artifact.path, test_run, quick)
+    keep = ~np.isnan(stream[:, 0])
+    decided = stream[keep].argmax(axis=1)
+    out = {
+        "stream": float(balanced_accuracy_score(test_run.labels[keep], decided)),
+        "stream_agreement": float(np.mean(decided == epoch_decisions[keep])),
+        "stream_trials": float(keep.sum()),
+        "export_max_abs_diff": artifact.metadata.metrics.values["export_max_abs_diff"],
+    }
+    _common.log(
+        f"  stream run {test_run.number}: trial bacc {out['stream']:.3f}, agreement with "
+        f"epoch decisions {out['stream_agreement']:.3f} ({int(keep.sum())} trials)"
+    )
     return out
 
 
@@ -348,6 +365,78 @@ def shallow_fold(train_run: Run, test_run: Run, quick: bool) -> float:
 # --------------------------------------------------------------------------- main
 
 
+def shallow_available() -> tuple[bool, str]:
+    """Whether braindecode's ShallowFBCSPNet can run here, and what the output says of it."""
+    try:
+        from braindecode.models import ShallowFBCSPNet  # noqa: F401
+    except ImportError as exc:  # reported in the output, never replaced by another model
+        note = (
+            f"ShallowFBCSPNet unavailable ({exc}); install the bench extra: pip install -e "
+            "'.[bench]' (braindecode 0.8.1)"
+        )
+        _common.log(note)
+        return False, note
+    return True, "braindecode 0.8.1 ShallowFBCSPNet"
+
+
+def fold_scores(
+    a: Run, b: Run, ours: dict[str, float], quick: bool, shallow_ok: bool
+) -> dict[str, float]:
+    """Every method's figures of one fold (trained on run ``a``, tested on run ``b``), the
+    peers run here next to ``ours`` (:func:`ours_fold`)."""
+    return {
+        "ours": ours["main"],
+        "ours_random_init": ours["random_init"],
+        "ours_pca3": ours["pca3"],
+        "ours_mixing_random": ours["mixing_random"],
+        "ours_compact": ours["compact"],
+        "ours_window": ours["main_window"],
+        "stream": ours["stream"],
+        "stream_agreement": ours["stream_agreement"],
+        "csp": csp_fold(a, b, TMIN_S, TMAX_S),
+        "csp_1_2": csp_fold(a, b, 1.0, 2.0),
+        "shallow": shallow_fold(a, b, quick) if shallow_ok else np.nan,
+        "export_max_abs_diff": ours["export_max_abs_diff"],
+    }
+
+
+def task_figures(task: str, per: dict[str, list[float]], shallow_ok: bool) -> dict[str, object]:
+    """A task's figures: each method's mean over its folds (the largest export difference)."""
+    mean = {k: float(np.mean(v)) for k, v in per.items()}
+    return {
+        f"ours_{task}_bacc": mean["ours"],
+        f"csp_{task}_bacc": mean["csp"],
+        f"shallow_{task}_bacc": mean["shallow"] if shallow_ok else None,
+        f"ours_{task}_bacc_random_init": mean["ours_random_init"],
+        f"ours_{task}_bacc_pca3": mean["ours_pca3"],
+        f"ours_{task}_bacc_mixing_random": mean["ours_mixing_random"],
+        f"ours_{task}_bacc_compact": mean["ours_compact"],
+        f"ours_{task}_window_bacc": mean["ours_window"],
+        f"stream_{task}_bacc": mean["stream"],
+        f"stream_{task}_agreement": mean["stream_agreement"],
+        f"csp_{task}_bacc_1_2": mean["csp_1_2"],
+        f"export_max_abs_diff_{task}": max(per["export_max_abs_diff"]),
+    }
+
+
+def settings_note(
+    input_size: int, train: dict[str, int], quick: bool, shallow_note: str
+) -> dict[str, object]:
+    """How each method was run, for the output."""
+    return {
+        "ours": f"EfficientNet-Lite0 ImageNet init, input {input_size} px, partial "
+        "fine-tuning lr 1e-4/1e-3, AdamW wd 1e-4, batch 32, early stopping on 20% of "
+        f"training trials, {train}; average reference, 100 ms windows + {CONTEXT_S:g} s "
+        "context, 16 freqs 6-36 Hz, n_cycles=f/2, columns every 25 ms, discriminant "
+        "mixing initialisation, "
+        f"training windows every {100 if quick else TRAIN_STRIDE_S * 1e3:g} ms",
+        "stream": "100 ms windows every 25 ms through the ONNX artifact (decode_array)"
+        + (", first 25 s of the test run" if quick else ""),
+        "shallow": shallow_note + (" (10 epochs: smoke run)" if quick else ""),
+        "torch_threads": 1,
+    }
+
+
 def main() -> None:
     args = _common.parser(__doc__).parse_args()
     folder = _common.shared_data("eegbci")
@@ -358,19 +447,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)  # one thread trains faster than two on the shared 2-core machine
-    try:
-        from braindecode.models import ShallowFBCSPNet  # noqa: F401
-    except ImportError as exc:  # reported in the output, never replaced by another model
-        shallow_ok, shallow_note = (
-            False,
-            (
-                f"ShallowFBCSPNet unavailable ({exc}); install the bench extra: pip install -e "
-                "'.[bench]' (braindecode 0.8.1)"
-            ),
-        )
-        _common.log(shallow_note)
-    else:
-        shallow_ok, shallow_note = True, "braindecode 0.8.1 ShallowFBCSPNet"
+    shallow_ok, shallow_note = shallow_available()
     t0 = time.perf_counter()
     input_size = 64
     train = (
@@ -399,20 +476,7 @@ def main() -> None:
             for a, b in pairs:
                 _common.log(f"{task}: train run {a.number}, test run {b.number}")
                 ours = ours_fold(a, b, variants, train, Path(tmp), args.quick)
-                scores = {
-                    "ours": ours["main"],
-                    "ours_random_init": ours["random_init"],
-                    "ours_pca3": ours["pca3"],
-                    "ours_mixing_random": ours["mixing_random"],
-                    "ours_compact": ours["compact"],
-                    "ours_window": ours["main_window"],
-                    "stream": ours["stream"],
-                    "stream_agreement": ours["stream_agreement"],
-                    "csp": csp_fold(a, b, TMIN_S, TMAX_S),
-                    "csp_1_2": csp_fold(a, b, 1.0, 2.0),
-                    "shallow": shallow_fold(a, b, args.quick) if shallow_ok else np.nan,
-                    "export_max_abs_diff": ours["export_max_abs_diff"],
-                }
+                scores = fold_scores(a, b, ours, args.quick, shallow_ok)
                 _common.log(f"  {task} {a.number}->{b.number}: " + ", ".join(
                     f"{k} {v:.3f}" for k, v in scores.items()
                 ))  # fmt: skip
@@ -421,19 +485,7 @@ def main() -> None:
                 }
                 for k, v in scores.items():
                     per.setdefault(k, []).append(v)
-            mean = {k: float(np.mean(v)) for k, v in per.items()}
-            figures[f"ours_{task}_bacc"] = mean["ours"]
-            figures[f"csp_{task}_bacc"] = mean["csp"]
-            figures[f"shallow_{task}_bacc"] = mean["shallow"] if shallow_ok else None
-            figures[f"ours_{task}_bacc_random_init"] = mean["ours_random_init"]
-            figures[f"ours_{task}_bacc_pca3"] = mean["ours_pca3"]
-            figures[f"ours_{task}_bacc_mixing_random"] = mean["ours_mixing_random"]
-            figures[f"ours_{task}_bacc_compact"] = mean["ours_compact"]
-            figures[f"ours_{task}_window_bacc"] = mean["ours_window"]
-            figures[f"stream_{task}_bacc"] = mean["stream"]
-            figures[f"stream_{task}_agreement"] = mean["stream_agreement"]
-            figures[f"csp_{task}_bacc_1_2"] = mean["csp_1_2"]
-            figures[f"export_max_abs_diff_{task}"] = max(per["export_max_abs_diff"])
+            figures.update(task_figures(task, per, shallow_ok))
     figures = {
         k: round(v, 4) if isinstance(v, float) and not k.startswith("export") else v
         for k, v in figures.items()
@@ -443,18 +495,7 @@ def main() -> None:
             "folds": folds,
             "split": "leave one run out, both ways; mean balanced accuracy of the two folds "
             "(15 test trials per fold); every method reads 0.5-3.5 s after each cue",
-            "settings": {
-                "ours": f"EfficientNet-Lite0 ImageNet init, input {input_size} px, partial "
-                "fine-tuning lr 1e-4/1e-3, AdamW wd 1e-4, batch 32, early stopping on 20% of "
-                f"training trials, {train}; average reference, 100 ms windows + {CONTEXT_S:g} s "
-                "context, 16 freqs 6-36 Hz, n_cycles=f/2, columns every 25 ms, discriminant "
-                "mixing initialisation, "
-                f"training windows every {100 if args.quick else TRAIN_STRIDE_S * 1e3:g} ms",
-                "stream": "100 ms windows every 25 ms through the ONNX artifact (decode_array)"
-                + (", first 25 s of the test run" if args.quick else ""),
-                "shallow": shallow_note + (" (10 epochs: smoke run)" if args.quick else ""),
-                "torch_threads": 1,
-            },
+            "settings": settings_note(input_size, train, args.quick, shallow_note),
             "quick": args.quick,
             "wall_s": round(time.perf_counter() - t0, 1),
         }

@@ -318,6 +318,90 @@ def _auc(y: NDArray, s: NDArray) -> float:
     return round(float(roc_auc_score(y, s)), 4)
 
 
+def face_house_gallery() -> tuple[Gallery, NDArray[np.float32]]:
+    """The face/house gallery (cached in bench/out) and the two category centroids."""
+    cache = OUT / "n170_face_house_gallery.npz"
+    if cache.is_file():
+        gallery = Gallery.load(cache)
+    else:
+        gallery = build_gallery(
+            find_images(DATA / "stimuli" / "face_house"), name="face_house", dim=GALLERY_DIM
+        )
+        gallery.save(cache)
+    emb = gallery.embeddings.astype(np.float32)
+    targets = l2_normalize(
+        np.stack([emb[[lab == "houses" for lab in gallery.labels]].mean(0),
+                  emb[[lab == "faces" for lab in gallery.labels]].mean(0)])
+    )  # fmt: skip
+    return gallery, targets
+
+
+@dataclass
+class Fit:
+    """What both decoders share in a run: data, targets and training settings."""
+
+    trials: Trials
+    info: mne.Info
+    targets: NDArray[np.float32]
+    gallery: Gallery
+    max_epochs: int
+    seed: int
+    max_steps: int | None
+
+    def ours(
+        self, train: NDArray[np.intp], test: NDArray[np.intp]
+    ) -> tuple[NDArray[np.float64], float, str]:
+        """:func:`ours_scores` of one split."""
+        return ours_scores(
+            self.trials, train, test, self.info, self.targets, self.gallery,
+            self.max_epochs, self.seed, self.max_steps,
+        )  # fmt: skip
+
+
+def within_subject(fit: Fit, s: int, quick: bool, chosen: list[str]) -> dict[str, Any]:
+    """Within-subject AUCs of both decoders (and the baseline with eeg-notebooks' split).
+
+    The top-5 category precision of ours is returned as ``top5``; the sizes chosen per
+    fold are appended to ``chosen``.
+    """
+    trials = fit.trials
+    idx = np.flatnonzero(trials.subject == s)
+    recs = trials.recording[idx]
+    if len(np.unique(recs)) > 1:
+        n_folds = 2 if quick else len(np.unique(recs))
+        splits = list(GroupKFold(n_folds).split(idx, groups=recs))
+        how = f"leave-one-recording-out ({n_folds} folds)"
+    else:
+        n_folds = 2 if quick else 5
+        splits = list(
+            StratifiedKFold(n_folds, shuffle=True, random_state=0).split(idx, trials.y[idx])
+        )
+        how = f"stratified {n_folds}-fold"
+    s_ours = np.empty(len(idx))
+    s_lr = np.empty(len(idx))
+    top5 = []
+    for tr, te in splits:
+        s_lr[te] = lr_scores(trials.x_lr[idx[tr]], trials.y[idx[tr]], trials.x_lr[idx[te]])
+        s_ours[te], precision, size = fit.ours(idx[tr], idx[te])
+        top5.append(precision)
+        chosen.append(size)
+    y = trials.y[idx]
+    # the baseline with eeg-notebooks' own split, for comparison with its reported AUCs
+    shuffle = StratifiedShuffleSplit(5 if quick else 20, test_size=0.25, random_state=42)
+    aucs = [
+        roc_auc_score(y[te], lr_scores(trials.x_lr[idx[tr]], y[tr], trials.x_lr[idx[te]]))
+        for tr, te in shuffle.split(idx, y)
+    ]
+    return {
+        f"ours_within_auc_s{s}": _auc(y, s_ours),
+        f"lr_within_auc_s{s}": _auc(y, s_lr),
+        f"within_split_s{s}": how,
+        f"n_trials_s{s}": len(idx),
+        f"lr_within_auc_shuffle_s{s}": round(float(np.mean(aucs)), 4),
+        "top5": float(np.mean(top5)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer folds and epochs (< 60 s)")
@@ -336,92 +420,38 @@ def main() -> None:
     trials = prepare(recordings, info)
     check = coding_check(trials)
     logger.info("coding check: %s", check)
-
-    cache = OUT / "n170_face_house_gallery.npz"
-    if cache.is_file():
-        gallery = Gallery.load(cache)
-    else:
-        gallery = build_gallery(
-            find_images(DATA / "stimuli" / "face_house"), name="face_house", dim=GALLERY_DIM
-        )
-        gallery.save(cache)
-    emb = gallery.embeddings.astype(np.float32)
-    targets = l2_normalize(
-        np.stack([emb[[lab == "houses" for lab in gallery.labels]].mean(0),
-                  emb[[lab == "faces" for lab in gallery.labels]].mean(0)])
-    )  # fmt: skip
-    max_epochs = 4 if args.quick else 40
-    max_steps = 8 if args.quick else None
+    gallery, targets = face_house_gallery()
+    fit = Fit(trials, info, targets, gallery, 4 if args.quick else 40, args.seed,
+              8 if args.quick else None)  # fmt: skip
     wanted = (1, 3) if args.quick else (1, 3, 11)
     subjects = [s for s in wanted if (trials.subject == s).any()]
     figures: dict[str, Any] = {}
-    within_ours: list[float] = []
-    within_lr: list[float] = []
     within_top5: list[float] = []
     chosen: list[str] = []
     for s in subjects:
-        idx = np.flatnonzero(trials.subject == s)
-        recs = trials.recording[idx]
-        if len(np.unique(recs)) > 1:
-            n_folds = 2 if args.quick else len(np.unique(recs))
-            splits = list(GroupKFold(n_folds).split(idx, groups=recs))
-            how = f"leave-one-recording-out ({n_folds} folds)"
-        else:
-            n_folds = 2 if args.quick else 5
-            splits = list(
-                StratifiedKFold(n_folds, shuffle=True, random_state=0).split(idx, trials.y[idx])
-            )
-            how = f"stratified {n_folds}-fold"
-        s_ours = np.empty(len(idx))
-        s_lr = np.empty(len(idx))
-        top5 = []
-        for tr, te in splits:
-            s_lr[te] = lr_scores(trials.x_lr[idx[tr]], trials.y[idx[tr]], trials.x_lr[idx[te]])
-            s_ours[te], p, size = ours_scores(
-                trials, idx[tr], idx[te], info, targets, gallery, max_epochs, args.seed, max_steps
-            )
-            top5.append(p)
-            chosen.append(size)
-        y = trials.y[idx]
-        figures[f"ours_within_auc_s{s}"] = _auc(y, s_ours)
-        figures[f"lr_within_auc_s{s}"] = _auc(y, s_lr)
-        figures[f"within_split_s{s}"] = how
-        figures[f"n_trials_s{s}"] = len(idx)
-        within_ours.append(figures[f"ours_within_auc_s{s}"])
-        within_lr.append(figures[f"lr_within_auc_s{s}"])
-        within_top5.append(float(np.mean(top5)))
-        # the baseline with eeg-notebooks' own split, for comparison with its reported AUCs
-        shuffle = StratifiedShuffleSplit(5 if args.quick else 20, test_size=0.25, random_state=42)
-        aucs = [
-            roc_auc_score(y[te], lr_scores(trials.x_lr[idx[tr]], y[tr], trials.x_lr[idx[te]]))
-            for tr, te in shuffle.split(idx, y)
-        ]
-        figures[f"lr_within_auc_shuffle_s{s}"] = round(float(np.mean(aucs)), 4)
-        logger.info("subject %d within: ours %.3f, LR %.3f", s, within_ours[-1], within_lr[-1])
-    figures["ours_within_auc"] = round(float(np.mean(within_ours)), 4)
-    figures["lr_within_auc"] = round(float(np.mean(within_lr)), 4)
+        within = within_subject(fit, s, args.quick, chosen)
+        within_top5.append(within.pop("top5"))
+        figures.update(within)
+        logger.info(
+            "subject %d within: ours %.3f, LR %.3f",
+            s, figures[f"ours_within_auc_s{s}"], figures[f"lr_within_auc_s{s}"],
+        )  # fmt: skip
+    figures["ours_within_auc"] = _mean_of(figures, "ours_within_auc_s", subjects)
+    figures["lr_within_auc"] = _mean_of(figures, "lr_within_auc_s", subjects)
     figures["ours_within_top5_category"] = round(float(np.mean(within_top5)), 4)
-
-    cross_ours: list[float] = []
-    cross_lr: list[float] = []
     held_out = subjects[-1:] if args.quick else subjects
     for s in held_out:
         test = np.flatnonzero(trials.subject == s)
         train = np.flatnonzero(trials.subject != s)
         y = trials.y[test]
         a_lr = _auc(y, lr_scores(trials.x_lr[train], trials.y[train], trials.x_lr[test]))
-        so, _, size = ours_scores(
-            trials, train, test, info, targets, gallery, max_epochs, args.seed, max_steps
-        )
+        so, _, size = fit.ours(train, test)
         chosen.append(size)
-        a_ours = _auc(y, so)
-        figures[f"ours_cross_auc_s{s}"] = a_ours
+        figures[f"ours_cross_auc_s{s}"] = _auc(y, so)
         figures[f"lr_cross_auc_s{s}"] = a_lr
-        cross_ours.append(a_ours)
-        cross_lr.append(a_lr)
-        logger.info("subject %d held out: ours %.3f, LR %.3f", s, a_ours, a_lr)
-    figures["ours_cross_auc"] = round(float(np.mean(cross_ours)), 4)
-    figures["lr_cross_auc"] = round(float(np.mean(cross_lr)), 4)
+        logger.info("subject %d held out: ours %.3f, LR %.3f", s, _auc(y, so), a_lr)
+    figures["ours_cross_auc"] = _mean_of(figures, "ours_cross_auc_s", held_out)
+    figures["lr_cross_auc"] = _mean_of(figures, "lr_cross_auc_s", held_out)
     figures.update(
         ours_sizes_chosen={n: chosen.count(n) for n in CONFIGS},
         coding_check=check,
@@ -432,6 +462,11 @@ def main() -> None:
         wall_s=round(time.perf_counter() - t_start, 1),
     )
     print(json.dumps(figures))
+
+
+def _mean_of(figures: dict[str, Any], prefix: str, subjects: list[int]) -> float:
+    """Mean over subjects of the figures ``<prefix><subject>``, rounded like the others."""
+    return round(float(np.mean([figures[f"{prefix}{s}"] for s in subjects])), 4)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
-from neurocast.models.nets.brain_module import small_config
+from neurocast.models.nets.brain_module import BrainModule, small_config
 from neurocast.models.serving.gallery import l2_normalize, to_rgb_image
 from neurocast.models.training.embed_images import (
     ImageEmbedder,
@@ -85,10 +85,12 @@ from neurocast.models.training.embed_images import (
 from neurocast.models.training.recipes.retrieval import prepare_windows, train_brain_module
 from neurocast.models.training.retrieval import (
     RetrievalTrainConfig,
+    RetrievalTrainResult,
     predict_embeddings,
     split_by_image,
 )
 from neurocast.models.training.retrieval_data import (
+    EpochSet,
     WindowGeometry,
     WindowSampler,
     preprocess_epochs,
@@ -99,6 +101,7 @@ from neurocast.models.training.retrieval_eval import (
     retrieval_ranks,
     top_k_accuracy,
 )
+from neurocast.streaming.preprocessing.filters import PreprocessSpec
 from neurocast.streaming.sources.simulator.simulator import Simulator
 
 HERE = Path(__file__).resolve().parent
@@ -236,6 +239,32 @@ def _ranks_by_size(
     return out
 
 
+@dataclass
+class Level:
+    """One noise level's epochs and splits, which every decoder shares."""
+
+    sim: Simulator
+    epochs: EpochSet
+    spec0: PreprocessSpec
+    train: NDArray[np.intp]
+    test: NDArray[np.intp]
+    fit_idx: NDArray[np.intp]
+    val_idx: NDArray[np.intp]
+    emb: NDArray[np.float32]
+    pool: NDArray[np.int64]
+    setup: Setup
+    seed: int
+
+    def brain_module(
+        self, sampler: WindowSampler, ends: list[int], config: RetrievalTrainConfig
+    ) -> tuple[BrainModule, RetrievalTrainResult]:
+        """A small brain module trained on the fitting trials, stopped on the validation ones."""
+        return train_brain_module(
+            self.sim.info, sampler, self.fit_idx, self.val_idx, ends, self.emb, small_config(),
+            config,
+        )  # fmt: skip
+
+
 def evaluate_level(
     sim: Simulator,
     raw: NDArray[np.float32],
@@ -249,111 +278,77 @@ def evaluate_level(
     """Train and test both decoders at one noise level: full-response and 100 ms windows."""
     spec0 = retrieval_spec(sim.stream_info.ch_names, context_s=CONTEXT_S)
     epochs = preprocess_epochs(raw, sim.stream_info, spec0, TMIN, rows)
-    train = np.flatnonzero(~is_test)
-    test = np.flatnonzero(is_test)
+    train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
     fit_idx, val_idx = split_by_image(epochs.image_rows[train], 0.15, seed)
-    fit_idx, val_idx = train[fit_idx], train[val_idx]
-    figures: dict[str, float] = {}
-    curves: dict[str, Any] = {}
-    true = epochs.image_rows[test]
+    level = Level(sim, epochs, spec0, train, test, train[fit_idx], train[val_idx], emb, pool,
+                  setup, seed)  # fmt: skip
+    figures = full_response(level)
+    windowed, curves = window_positions(level)
+    figures.update(windowed)
+    return figures, curves
 
-    # -- whole response: one window 0..0.8 s after onset
+
+def full_response(level: Level) -> dict[str, float]:
+    """Both decoders on one window 0..0.8 s after onset."""
+    epochs, emb, test, setup = level.epochs, level.emb, level.test, level.setup
+    true = epochs.image_rows[test]
     geo = WindowGeometry.from_seconds(FULL_WINDOW_S, CONTEXT_S, epochs.sfreq)
-    end = WindowSampler(epochs, spec0, geo).end_index(FULL_WINDOW_S)
-    _, sampler = prepare_windows(epochs, spec0, geo, train, [end], seed)
+    end = WindowSampler(epochs, level.spec0, geo).end_index(FULL_WINDOW_S)
+    _, sampler = prepare_windows(epochs, level.spec0, geo, level.train, [end], level.seed)
+    figures: dict[str, float] = {}
     t0 = time.perf_counter()
-    x_train = sampler.windows(train, end)[:, :, geo.n_context :]
+    x_train = sampler.windows(level.train, end)[:, :, geo.n_context :]
     x_test = sampler.windows(test, end)
-    ridge = RidgeRetrieval().fit(x_train, emb[epochs.image_rows[train]])
+    ridge = RidgeRetrieval().fit(x_train, emb[epochs.image_rows[level.train]])
     pred = ridge.predict(x_test[:, :, geo.n_context :])
-    figures.update(_ranks_by_size(pred, true, emb, pool, setup.gallery_sizes, "ridge"))
+    figures.update(_ranks_by_size(pred, true, emb, level.pool, setup.gallery_sizes, "ridge"))
     figures["ridge_alpha"] = ridge.alpha
     figures["ridge_fit_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    module, result = train_brain_module(
-        sim.info,
+    module, result = level.brain_module(
         sampler,
-        fit_idx,
-        val_idx,
         [end],
-        emb,
-        small_config(),
-        RetrievalTrainConfig(lr=1e-3, max_epochs=setup.full_epochs, patience=6, seed=seed),
+        RetrievalTrainConfig(lr=1e-3, max_epochs=setup.full_epochs, patience=6, seed=level.seed),
     )
     pred = predict_embeddings(module, x_test, None, geo.n_context)
-    figures.update(_ranks_by_size(pred, true, emb, pool, setup.gallery_sizes, "ours"))
+    figures.update(_ranks_by_size(pred, true, emb, level.pool, setup.gallery_sizes, "ours"))
     figures["ours_fit_s"] = round(time.perf_counter() - t0, 1)
     figures["ours_best_epoch"] = result.best_epoch
     figures["ours_n_parameters"] = module.n_parameters()
+    return figures
 
-    # -- 100 ms windows every 25 ms: one brain module and one pooled ridge for all window
-    # positions (what a stream needs), and the classic time-resolved ridge, one per position
+
+def window_positions(level: Level) -> tuple[dict[str, float], dict[str, Any]]:
+    """100 ms windows every 25 ms: one brain module and one pooled ridge for all window
+    positions (what a stream needs), and the classic time-resolved ridge, one per position."""
+    epochs, setup, seed = level.epochs, level.setup, level.seed
     geo = WindowGeometry.from_seconds(WINDOW_S, CONTEXT_S, epochs.sfreq)
-    probe = WindowSampler(epochs, spec0, geo)
-    stride = max(1, round(STRIDE_S * epochs.sfreq))
+    probe = WindowSampler(epochs, level.spec0, geo)
     first, last = probe.end_index(WINDOW_S - 0.05), probe.end_index(FULL_WINDOW_S)
-    ends = list(range(first, last + 1, stride))
-    _, sampler = prepare_windows(epochs, spec0, geo, train, ends, seed)
-    rng = np.random.default_rng(seed)
+    ends = list(range(first, last + 1, max(1, round(STRIDE_S * epochs.sfreq))))
+    _, sampler = prepare_windows(epochs, level.spec0, geo, level.train, ends, seed)
     t0 = time.perf_counter()
-    pooled, pooled_info = fit_pooled_ridge(
-        sampler, epochs.image_rows, emb, fit_idx, val_idx, ends, geo.n_context, setup, rng
-    )
-    figures.update(pooled_info)
+    pooled, figures = fit_pooled_ridge(
+        sampler, epochs.image_rows, level.emb, level.fit_idx, level.val_idx, ends,
+        geo.n_context, setup, np.random.default_rng(seed),
+    )  # fmt: skip
     logger.info("100 ms pooled ridge fitted in %.0f s", time.perf_counter() - t0)
     t0 = time.perf_counter()
-    module, _ = train_brain_module(
-        sim.info,
+    module, _ = level.brain_module(
         sampler,
-        fit_idx,
-        val_idx,
         ends,
-        emb,
-        small_config(),
         RetrievalTrainConfig(
-            lr=1e-3,
-            batch_size=128,
-            max_epochs=setup.window_epochs,
-            max_steps_per_epoch=setup.window_steps,
-            patience=5,
-            seed=seed,
+            lr=1e-3, batch_size=128, max_epochs=setup.window_epochs,
+            max_steps_per_epoch=setup.window_steps, patience=5, seed=seed,
         ),
-    )
+    )  # fmt: skip
     logger.info("100 ms brain module trained in %.0f s", time.perf_counter() - t0)
     g = 100 if 100 in setup.gallery_sizes else max(setup.gallery_sizes)
-    val_true = epochs.image_rows[val_idx]
-    val_pool = np.unique(val_true)
-    g_val = min(g, len(val_pool) - 1)
-    test_curves: dict[str, list[float]] = {"ours": [], "ridge": [], "pooled": []}
-    val_curves: dict[str, list[float]] = {"ours": [], "ridge": [], "pooled": []}
-    t0 = time.perf_counter()
-    y_fit = emb[epochs.image_rows[fit_idx]]
-    for e in ends:
-        ridge = RidgeRetrieval().fit(sampler.windows(fit_idx, e)[:, :, geo.n_context :], y_fit)
-        for idx, truth, pool_rows, size, curves_of in (
-            (test, true, pool, g, test_curves),
-            (val_idx, val_true, val_pool, g_val, val_curves),
-        ):
-            xt = sampler.windows(idx, e)
-            xw = xt[:, :, geo.n_context :]
-            for name, model_pred in (
-                ("ours", predict_embeddings(module, xt, None, geo.n_context)),
-                ("ridge", ridge.predict(xw)),
-                ("pooled", pooled.predict(xw)),
-            ):
-                ranks = retrieval_ranks(model_pred, truth, emb, pool_rows, size, seed=e)
-                curves_of[name].append(top_k_accuracy(ranks, 5))
-    logger.info("time-resolved ridge and evaluation in %.0f s", time.perf_counter() - t0)
+    test_curves, val_curves, g_val = time_curves(level, sampler, ends, module, pooled, g)
     # window centre in stimulus time, corrected for the resampler's delay
     t_end = sampler.end_times(ends)
     centres = t_end - epochs.delay_s - (geo.n_window - 1) / 2 / epochs.sfreq
-    curves.update(
-        centres=centres,
-        ours=np.array(test_curves["ours"]),
-        ridge=np.array(test_curves["ridge"]),
-        pooled=np.array(test_curves["pooled"]),
-        g=g,
-    )
+    curves = {name: np.array(test_curves[name]) for name in ("ours", "ridge", "pooled")}
     for name, prefix in (("ours", "ours"), ("ridge", "ridge"), ("pooled", "ridge_pooled")):
         # the position is chosen on validation images; the test curve is only read there
         k = int(np.argmax(val_curves[name]))
@@ -361,7 +356,47 @@ def evaluate_level(
         figures[f"{prefix}_window_peak_s"] = round(float(centres[k]), 3)
         figures[f"{prefix}_window_val_top5"] = round(val_curves[name][k], 4)
     figures["window_val_gallery"] = g_val + 1
-    return figures, curves
+    return figures, {"centres": centres, **curves, "g": g}
+
+
+def time_curves(
+    level: Level,
+    sampler: WindowSampler,
+    ends: list[int],
+    module: BrainModule,
+    pooled: PooledRidge,
+    g: int,
+) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
+    """Top-5 per window position of the three decoders, on test and on validation images.
+
+    The time-resolved ridge is fitted here, one per position. Returns the test curves, the
+    validation curves and the validation gallery size (``g`` or fewer).
+    """
+    epochs, emb, n_context = level.epochs, level.emb, sampler.geometry.n_context
+    val_true = epochs.image_rows[level.val_idx]
+    val_pool = np.unique(val_true)
+    g_val = min(g, len(val_pool) - 1)
+    test_curves: dict[str, list[float]] = {"ours": [], "ridge": [], "pooled": []}
+    val_curves: dict[str, list[float]] = {"ours": [], "ridge": [], "pooled": []}
+    t0 = time.perf_counter()
+    y_fit = emb[epochs.image_rows[level.fit_idx]]
+    for e in ends:
+        ridge = RidgeRetrieval().fit(sampler.windows(level.fit_idx, e)[:, :, n_context:], y_fit)
+        for idx, truth, pool_rows, size, curves_of in (
+            (level.test, epochs.image_rows[level.test], level.pool, g, test_curves),
+            (level.val_idx, val_true, val_pool, g_val, val_curves),
+        ):
+            xt = sampler.windows(idx, e)
+            xw = xt[:, :, n_context:]
+            for name, model_pred in (
+                ("ours", predict_embeddings(module, xt, None, n_context)),
+                ("ridge", ridge.predict(xw)),
+                ("pooled", pooled.predict(xw)),
+            ):
+                ranks = retrieval_ranks(model_pred, truth, emb, pool_rows, size, seed=e)
+                curves_of[name].append(top_k_accuracy(ranks, 5))
+    logger.info("time-resolved ridge and evaluation in %.0f s", time.perf_counter() - t0)
+    return test_curves, val_curves, g_val
 
 
 class PooledRidge:

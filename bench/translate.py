@@ -68,7 +68,12 @@ import numpy as np
 
 from neurocast.models.analysis.mutual_info import eeg_meg_mutual_info
 from neurocast.models.serving.runtime import OnnxWindowModel
-from neurocast.models.training.recipes.translator import SubjectSplit, train_translator
+from neurocast.models.training.export import ArtifactAbout
+from neurocast.models.training.recipes.translator import (
+    SubjectSplit,
+    TrainedTranslator,
+    train_translator,
+)
 from neurocast.models.training.translation import (
     TranslationModel,
     TranslatorTrainConfig,
@@ -90,6 +95,7 @@ from neurocast.models.training.translation_scoring import (
 from neurocast.streaming.engine.pipeline import decode_array
 from neurocast.streaming.io import read_recording
 from neurocast.streaming.sources.simulator.simulator import Simulator
+from neurocast.streaming.sources.specs import SimulatorSpec
 
 STREAM_SFREQ = 1000.0
 REAL_FILES = {"fif": "sample_audvis_raw.fif", "mat": "neuromag306_fieldtrip_raw_v7.mat"}
@@ -162,23 +168,10 @@ def mutual_information(raw: mne.io.BaseRaw, setup: Setup) -> dict[str, float]:
     return res.summary()
 
 
-def main() -> None:
-    args = _common.parser(__doc__).parse_args()
-    setup = QUICK if args.quick else FULL
-    t_start = time.perf_counter()
-    fif = _common.shared_data("meg_eeg", REAL_FILES["fif"])
-    if fif is None:
-        raise SystemExit(
-            f"{_common.SHARED_DATA} is missing: this benchmark needs the real recordings "
-            "(sensor layout and evaluation data)."
-        )
-    window = TranslationWindow()
-    # white sensor noise: the measured covariance of the evaluated session would carry its
-    # noise (and, through its rank, its projectors) into training
-    spec = simulator_spec(fif, None)
+def train(spec: SimulatorSpec, window: TranslationWindow, setup: Setup) -> TrainedTranslator:
+    """Both translators, trained on SIMULATED subjects of the real geometry."""
     _common.log(f"simulating {setup.n_train} + 1 + 2 subjects (SIMULATED, real geometry)")
-    t0 = time.perf_counter()
-    trained = train_translator(
+    return train_translator(
         spec,
         window,
         SubjectSplit(
@@ -193,20 +186,24 @@ def main() -> None:
         base_channels=setup.base_channels,
         lstm_hidden=setup.lstm_hidden,
     )
-    model: TranslationModel = trained.model
-    test = trained.test
-    train_s = time.perf_counter() - t0
-    _common.log(f"trained in {train_s:.0f} s ({len(model.history) - 1} validations)")
 
+
+def simulated_figures(model: TranslationModel, test: list[SimultaneousSegment]) -> dict[str, Any]:
+    """Both translators' scores on the held-out simulated subjects, pooled."""
     figures: dict[str, Any] = {}
     for which in ("net", "ridge"):
         sim = pooled([evaluate_segment(model, s, which) for s in test])
         for t in ("mag", "grad"):
             figures[f"sim_corr_{t}_{which}"] = sim[f"corr_{t}"]
             figures[f"sim_ev_{t}_{which}"] = sim[f"ev_{t}"]
+    return figures
 
+
+def real_figures(
+    model: TranslationModel, window: TranslationWindow, fif: Path, bads: list[str]
+) -> dict[str, Any]:
+    """Both translators' scores on the real recordings, and the within-recording diagnostic."""
     projs = meg_projectors(fif)
-    bads = mne.io.read_info(fif, verbose="error")["bads"]
     real: dict[str, SimultaneousSegment] = {}
     for key, name in REAL_FILES.items():
         path = _common.shared_data("meg_eeg", name)
@@ -214,6 +211,7 @@ def main() -> None:
             real[key] = recording_segment(
                 path, model.eeg_names, model.meg_names, window, extra_bads=bads, projs=projs
             )
+    figures: dict[str, Any] = {}
     for which in ("net", "ridge"):
         per_file = {k: evaluate_segment(model, s, which) for k, s in real.items()}
         both = pooled(list(per_file.values()))
@@ -230,7 +228,13 @@ def main() -> None:
         within = within_recording_ridge(real["mat"], 0.55).summary()
         figures["real_within_corr_mag_ridge"] = within["corr_mag"]
         figures["real_within_corr_grad_ridge"] = within["corr_grad"]
+    return figures
 
+
+def streaming_figures(
+    model: TranslationModel, check: SimultaneousSegment, spec: SimulatorSpec, setup: Setup
+) -> dict[str, Any]:
+    """Per-window cost of both translators through their artifacts and the runtime."""
     _common.log("streaming cost through the artifact and the runtime")
     with tempfile.TemporaryDirectory() as tmp:
         runtimes = {}
@@ -239,8 +243,8 @@ def main() -> None:
                 model,
                 Path(tmp) / f"{which}.onnx",
                 which=which,
-                check_segment=test[0],
-                name=f"bench-{which}",
+                check_segment=check,
+                about=ArtifactAbout(name=f"bench-{which}"),
                 stream_sfreq=spec.sfreq,
             )
             runtimes[which] = OnnxWindowModel(art, threads=2)
@@ -250,13 +254,19 @@ def main() -> None:
         for _ in range(setup.timing_runs):
             for which in ("net", "ridge"):
                 runs[which].append(window_costs(runtimes[which], stream, setup.timing_seconds))
+    figures: dict[str, Any] = {}
     for which, suffix in (("net", ""), ("ridge", "_ridge")):
         p50, p99 = _common.median_of_runs(runs[which])
         figures[f"window_ms_p50{suffix}"] = p50
         figures[f"window_ms_p99{suffix}"] = p99
     figures["windows_timed"] = int(sum(len(r) for r in runs["net"]))
+    return figures
 
+
+def mi_figures(spec: SimulatorSpec, setup: Setup, bads: list[str]) -> dict[str, Any]:
+    """EEG-MEG mutual information of the real recordings and of SIMULATED data."""
     _common.log("mutual information")
+    figures: dict[str, Any] = {}
     for key, name in REAL_FILES.items():
         path = _common.shared_data("meg_eeg", name)
         if path is None:
@@ -268,7 +278,33 @@ def main() -> None:
     sim_raw = Simulator(spec, seed=301, subject_seed=202).simulate_raw(5.0)
     for k, v in mutual_information(sim_raw, setup).items():
         figures[f"mi_sim_{k}"] = v
+    return figures
 
+
+def main() -> None:
+    args = _common.parser(__doc__).parse_args()
+    setup = QUICK if args.quick else FULL
+    t_start = time.perf_counter()
+    fif = _common.shared_data("meg_eeg", REAL_FILES["fif"])
+    if fif is None:
+        raise SystemExit(
+            f"{_common.SHARED_DATA} is missing: this benchmark needs the real recordings "
+            "(sensor layout and evaluation data)."
+        )
+    window = TranslationWindow()
+    # white sensor noise: the measured covariance of the evaluated session would carry its
+    # noise (and, through its rank, its projectors) into training
+    spec = simulator_spec(fif, None)
+    t0 = time.perf_counter()
+    trained = train(spec, window, setup)
+    model: TranslationModel = trained.model
+    train_s = time.perf_counter() - t0
+    _common.log(f"trained in {train_s:.0f} s ({len(model.history) - 1} validations)")
+    bads = mne.io.read_info(fif, verbose="error")["bads"]
+    figures = simulated_figures(model, trained.test)
+    figures.update(real_figures(model, window, fif, bads))
+    figures.update(streaming_figures(model, trained.test[0], spec, setup))
+    figures.update(mi_figures(spec, setup, bads))
     figures.update(
         {
             "n_train_subjects": setup.n_train,

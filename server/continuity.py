@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,6 +106,18 @@ def public_source_id(source_id: str, data_root: Path | None) -> str:
     if Path(source_id).is_absolute():
         return _public_path(Path(source_id), data_root)
     return source_id
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"/:,;()]+/)*[^\s'\"/:,;()]+")
+
+
+def public_text(text: str | None, data_root: Path | None) -> str | None:
+    """A message as clients may see it: every absolute path in it relative to the data root,
+    or cut to its file name (sources and readers name files as they were given them, which
+    on the server are absolute paths)."""
+    if text is None:
+        return None
+    return _ABSOLUTE_PATH.sub(lambda m: _public_path(Path(m.group(0)), data_root), text)
 
 
 def _public_path(path: Path, data_root: Path | None) -> str:

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from neurocast.server.continuity import public_text
 from neurocast.server.exceptions import Busy, InvalidInput, NotFound, NotReady
 from neurocast.server.metrics import Metrics
 from neurocast.server.registry import ModelRegistry
@@ -194,7 +195,9 @@ class Job:
             input=self.display_name,
             stride_s=self.stride_s,
             simulated=self.simulated,
-            error=self.error,
+            error=public_text(
+                self.error and self.error.replace(str(self.path), self.display_name), None
+            ),
             created_at=self.created_at,
             finished_at=self.finished_at,
             windows_per_s=rate,
@@ -416,7 +419,8 @@ class JobManager:
             self.check_backlog()  # others may have queued while the header was read
         except RecordingError as exc:
             _remove(cleanup)
-            raise InvalidInput("unreadable_file", str(exc)) from None
+            reason = str(exc).replace(str(path), display_name)
+            raise InvalidInput("unreadable_file", public_text(reason, None) or reason) from None
         except BaseException:
             _remove(cleanup)
             raise

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from neurocast.server.config import Settings
-from neurocast.server.continuity import RestartMark, StallWatch, public_source_id
+from neurocast.server.continuity import (
+    RestartMark,
+    StallWatch,
+    public_source_id,
+    public_text,
+)
 from neurocast.server.exceptions import InvalidInput, LimitReached, NotFound
 from neurocast.server.hub import Hub, Outgoing
 from neurocast.server.metrics import Metrics
@@ -183,6 +188,7 @@ class Session:
         """Current state, counters and latency percentiles."""
         stats = self.loop.stats() if self.loop.engine is not None else None
         state, error = self.state()
+        error = public_text(error, self.data_root)
         latency = {}
         if stats is not None:
             for stage, key in _STAGE_KEYS.items():

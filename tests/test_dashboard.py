@@ -80,6 +80,11 @@ const inked = (id) => {
     () => document.querySelector("#presented img") !== null
       && /over [1-9]/.test(document.getElementById("retrieval-accuracy").textContent),
     null, { timeout: 60000 });
+  // the classifier is confident inside a class block: its values change at the next block
+  await page.waitForFunction(
+    (before) => JSON.stringify([...document.querySelectorAll(".prob-row .prob-value")].map(
+      (v) => v.textContent)) !== before,
+    JSON.stringify(first.probabilities.map(([, p]) => p.toFixed(3))), { timeout: 60000 });
   await page.waitForTimeout(800);
   const second = await snapshot();
   const simulatedVisible = await page.isVisible("#simulated-badge");

@@ -76,10 +76,8 @@ def test_numpy_steps_equal_pyriemann(toy, tmp_path, pipe) -> None:
     art = export_pipeline(pipe, info, window=WINDOW, out=tmp_path / "m.onnx")
     features = art.metadata.input.features
     got = np.array([apply_steps(features, x) for x in X])
-    if is_mdm:  # distances to each class mean
-        ref = pipe[-1]._predict_distances(pipe[0].transform(X))
-    else:
-        ref = pipe[:-1].transform(X)
+    # MDM: distances to each class mean
+    ref = pipe[-1]._predict_distances(pipe[0].transform(X)) if is_mdm else pipe[:-1].transform(X)
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6 * max(1.0, np.abs(ref).max()))
     served = OnnxWindowModel(art, device="cpu")

@@ -42,6 +42,7 @@ from neurocast.streaming.sources.simulator.simulator import Simulator
 
 EEG8 = ["Fp1", "Fz", "C3", "Cz", "C4", "Pz", "O1", "O2"]
 SIM_SFREQ = 250.0
+ABOUT_T = ArtifactAbout(name="t")
 
 
 @pytest.fixture(scope="module")
@@ -230,11 +231,7 @@ def test_ssp_projector_removes_its_vectors() -> None:
 def test_export_round_trip_gives_the_translation_payload(tiny: tuple, tmp_path: Path) -> None:
     model, val, window = tiny
     artifact = export_translator(
-        model,
-        tmp_path / "t.onnx",
-        check_segment=val[0],
-        about=ArtifactAbout(name="t"),
-        stream_sfreq=SIM_SFREQ,
+        model, tmp_path / "t.onnx", check_segment=val[0], about=ABOUT_T, stream_sfreq=SIM_SFREQ
     )
     loaded = load_artifact(artifact.path)
     meta = loaded.metadata
@@ -283,11 +280,7 @@ def test_ridge_exports_too(tiny: tuple, tmp_path: Path) -> None:
 def test_streams_are_translated_window_by_window(tiny: tuple, tmp_path: Path) -> None:
     model, val, window = tiny
     artifact = export_translator(
-        model,
-        tmp_path / "t.onnx",
-        check_segment=val[0],
-        about=ArtifactAbout(name="t"),
-        stream_sfreq=SIM_SFREQ,
+        model, tmp_path / "t.onnx", check_segment=val[0], about=ABOUT_T, stream_sfreq=SIM_SFREQ
     )
     runtime = OnnxWindowModel(artifact, threads=1)
     # a stream at another rate than the training data: the artifact resamples it
@@ -305,11 +298,7 @@ def test_streams_are_translated_window_by_window(tiny: tuple, tmp_path: Path) ->
 def test_streams_without_the_models_electrodes_are_refused(tiny: tuple, tmp_path: Path) -> None:
     model, val, _ = tiny
     artifact = export_translator(
-        model,
-        tmp_path / "t.onnx",
-        check_segment=val[0],
-        about=ArtifactAbout(name="t"),
-        stream_sfreq=SIM_SFREQ,
+        model, tmp_path / "t.onnx", check_segment=val[0], about=ABOUT_T, stream_sfreq=SIM_SFREQ
     )
     runtime = OnnxWindowModel(artifact, threads=1)
     info = mne.create_info(["Fp1", "Fz", "C3"], SIM_SFREQ, "eeg")

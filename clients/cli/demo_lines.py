@@ -69,7 +69,7 @@ class DemoLines:
 
     def _result_line(self, model: str, message: SignalFrame | ResultMessage) -> str:
         tag = "SIMULATED " if message.simulated else ""
-        head = f"{tag}t={message.t_window_end:.3f}s {model}"
+        head = f"{tag}t={message.t_window_end:.3f}s ({_latency_text(message)}) {model}"
         if isinstance(message, SignalFrame):
             return f"{head} translation: {self._translation_text(message)}"
         payload = message.payload
@@ -132,6 +132,19 @@ class DemoLines:
         if not times:
             return None
         return np.concatenate(times), np.concatenate(values, axis=1)
+
+
+def _latency_text(message: SignalFrame | ResultMessage) -> str:
+    """Acquisition + preprocessing + inference of the window, in milliseconds."""
+    if isinstance(message, SignalFrame):
+        lat = message.meta.get("latency", {})
+        stages = [float(lat.get(k, 0.0)) for k in _STAGES]
+    else:
+        stages = [float(getattr(message.latency, k)) for k in _STAGES]
+    return f"latency {sum(stages):.1f} ms"
+
+
+_STAGES = ("acquisition_ms", "preprocessing_ms", "inference_ms")
 
 
 def _row_correlation(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float64]:

@@ -356,24 +356,47 @@ def export_pipeline(
         If a step cannot be exported; the message names it and lists the supported steps.
     """
     steps = list(pipeline.steps) if hasattr(pipeline, "steps") else [("step", pipeline)]
-    spec = _input_spec(info, window, preprocessing, bands_hz, [], ch_aliases)
+    numpy_steps, k = _leading_numpy_steps(steps)
+    spec = _input_spec(info, window, preprocessing, bands_hz, numpy_steps, ch_aliases)
+    model, out_name = _build_model(steps, numpy_steps, k, spec.shape)
+    classes = list(class_names or [str(c) for c in pipeline.classes_])
+    meta = ArtifactMetadata(
+        name=name or Path(out).stem,
+        version=version,
+        task="classification",
+        input=spec,
+        output=OutputSpec(tensor=out_name, class_names=classes, logits=out_name == "logits"),
+        provenance=provenance or Provenance(data="unspecified", split="unspecified"),
+        simulated_training_data=False,
+        metrics=metrics or Metrics(),
+        description=description or " → ".join(type(s).__name__ for _, s in steps),
+    )
+    return save_artifact(model, meta, out)
+
+
+def _leading_numpy_steps(steps: list[tuple[str, Any]]) -> tuple[list[FeatureStep], int]:
+    """The declared numpy steps of the pipeline's leading pyriemann steps, and their count."""
     numpy_steps: list[FeatureStep] = []
     k = 0
     while k < len(steps) and (found := _numpy_step(*steps[k])) is not None:
         numpy_steps += found
         k += 1
-    if numpy_steps:
-        spec = _input_spec(info, window, preprocessing, bands_hz, numpy_steps, ch_aliases)
-    in_shape = spec.shape
+    return numpy_steps, k
+
+
+def _build_model(
+    steps: list[tuple[str, Any]],
+    numpy_steps: list[FeatureStep],
+    k: int,
+    in_shape: tuple[int, ...],
+) -> tuple[onnx.ModelProto, str]:
+    """One ONNX model of the graph steps after the first ``k`` (numpy) steps, and its output."""
     g = _Graph(in_shape)
     is_mdm = bool(numpy_steps) and isinstance(numpy_steps[-1], RiemannDistanceStep)
     tail_start = len(steps) if is_mdm else k
     while tail_start < len(steps) and type(steps[tail_start][1]).__name__ not in _SKLEARN_TAIL:
         _graph_step(steps[tail_start][0], steps[tail_start][1], g)
         tail_start += 1
-    leftover = [s for s in steps[k:tail_start] if _numpy_step(*s) is not None]
-    if leftover:
-        raise _unsupported(leftover[0][0], leftover[0][1], "numpy steps must come first")
     if len(g.shape) != 1:
         raise UnsupportedStepError(
             f"The steps before the classifier leave features of shape {g.shape}; add a "
@@ -390,20 +413,7 @@ def export_pipeline(
             tail, out_name = _linear_tail(tail_steps, g.shape[0])
     else:
         raise UnsupportedStepError("The pipeline has no classifier as its last step.")
-    model = _compose(g, tail, in_shape, out_name)
-    classes = list(class_names or [str(c) for c in pipeline.classes_])
-    meta = ArtifactMetadata(
-        name=name or Path(out).stem,
-        version=version,
-        task="classification",
-        input=spec,
-        output=OutputSpec(tensor=out_name, class_names=classes, logits=out_name == "logits"),
-        provenance=provenance or Provenance(data="unspecified", split="unspecified"),
-        simulated_training_data=False,
-        metrics=metrics or Metrics(),
-        description=description or " → ".join(type(s).__name__ for _, s in steps),
-    )
-    return save_artifact(model, meta, out)
+    return _compose(g, tail, in_shape, out_name), out_name
 
 
 def _input_spec(

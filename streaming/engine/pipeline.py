@@ -312,7 +312,9 @@ class DecodeEngine:
         if not self._markers:
             return []
         t_start = self.ring.timestamp(max(start, 0))
-        return [m for m in self._markers if t_start <= m.timestamp <= t_end]
+        # the source thread appends while this (decode) thread reads: tuple() copies the deque
+        # in one step under the GIL, where iterating it could meet an append and raise
+        return [m for m in tuple(self._markers) if t_start <= m.timestamp <= t_end]
 
 
 def decode_array(

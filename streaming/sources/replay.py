@@ -68,13 +68,15 @@ def open_recording(path: str | Path, verb: str = "replay") -> mne.io.BaseRaw:
     ------
     SourceError
         If the file is missing, MNE cannot read it, an EDF/BDF is shorter than its header
-        says, or it holds no samples. The message names the file, not its folder.
+        says, or it holds no samples. The message names the file as the caller gave it (the
+        service shows its clients paths relative to its data root, see
+        :func:`neurocast.server.continuity.public_text`).
     """
     path = Path(path)
-    name = repr(path.name)
+    name = repr(str(path))
     problem = edf_size_problem(path)
     if problem is not None:
-        raise SourceError(f"Cannot {verb} {name}: {problem}.")
+        raise SourceError(f"Cannot {verb} {name}: MNE cannot read it as it is: {problem}.")
     try:
         with warnings.catch_warnings():
             # readers warn about file naming and odd header fields; replay does not care
@@ -82,7 +84,7 @@ def open_recording(path: str | Path, verb: str = "replay") -> mne.io.BaseRaw:
             with mne.utils.use_log_level("error"):
                 raw = read_recording(path)
     except ValueError as exc:
-        raise SourceError(f"Cannot {verb} {name}: {str(exc).replace(str(path), name)}") from exc
+        raise SourceError(f"Cannot {verb} {name}: {exc}") from exc
     if raw.n_times < 1:
         raise SourceError(f"Cannot {verb} {name}: the recording holds no samples.")
     return raw
