@@ -54,6 +54,7 @@ from neurocast.models.training.align import (
 from neurocast.models.training.align_data import (
     MODALITIES,
     AlignedEpochs,
+    Modality,
     simulate_aligned_epochs,
 )
 from neurocast.models.training.align_eval import evaluate_aligned, two_way_accuracy
@@ -81,7 +82,7 @@ FULL = Setup(400, 50, 4, 6, 80, 10, {})
 QUICK = Setup(200, 20, 4, 4, 20, 10, {})
 
 
-def fit_ridge_peers(model: AlignedModel, train: AlignedEpochs) -> dict[str, RidgeRetrieval]:
+def fit_ridge_peers(model: AlignedModel, train: AlignedEpochs) -> dict[Modality, RidgeRetrieval]:
     """Ridge decoders from each modality's windows to the image embeddings (same windows)."""
     n_ctx = model.window.geometry.n_context
     return {
@@ -93,7 +94,7 @@ def fit_ridge_peers(model: AlignedModel, train: AlignedEpochs) -> dict[str, Ridg
 
 
 def ridge_scores(
-    model: AlignedModel, ridges: dict[str, RidgeRetrieval], test: AlignedEpochs
+    model: AlignedModel, ridges: dict[Modality, RidgeRetrieval], test: AlignedEpochs
 ) -> dict[str, float]:
     """Decoding 2-way and top-5 of the ridge peers on test trials (all test images)."""
     out = {}

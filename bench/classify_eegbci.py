@@ -59,7 +59,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import _common
 import mne
@@ -148,7 +148,7 @@ def labelled(run: Run) -> LabelledRecording:
 def ours_fold(
     train_run: Run,
     test_run: Run,
-    variants: dict[str, dict[str, object]],
+    variants: dict[str, dict[str, Any]],
     settings: dict[str, int],
     folder: Path,
     quick: bool,
@@ -456,7 +456,7 @@ def main() -> None:
         else {"max_epochs": 12, "patience": 4}
     )
     base = {"backbone": "efficientnet-lite0", "input_size": input_size}
-    variants: dict[str, dict[str, object]] = {
+    variants: dict[str, dict[str, Any]] = {
         "main": base,
         "random_init": {**base, "pretrained": False},
         "pca3": {**base, "mixing": "pca3"},

@@ -23,6 +23,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import _common
 import numpy as np
@@ -60,7 +61,7 @@ def build_artifact(folder: Path, input_size: int, quick: bool) -> Path:
     return path
 
 
-def run_live(artifact: Path, seconds: float) -> dict[str, float]:
+def run_live(artifact: Path, seconds: float) -> dict[str, Any]:
     """Decode a real-time simulated stream for ``seconds``; per-window costs in ms."""
     from neurocast.models.serving.runtime import OnnxWindowModel
     from neurocast.streaming.engine.loop import DecodeLoop

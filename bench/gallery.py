@@ -1,7 +1,7 @@
 """Gallery query time: one cosine top-5 search against 1,000 to 100,000 images on the CPU.
 
 Synthetic galleries (random unit vectors; search time does not depend on the values) of
-1,000, 10,000 and 100,000 images are searched with :meth:`neurocast.models.serving.gallery.Gallery.search`
+1,000, 10,000 and 100,000 images are searched with :meth:`neurocast.models.serving.Gallery.search`
 (one matrix-vector product, a partial sort, the hit dictionaries), one query at a time, as the
 decode loop does for each window. Embedding sizes: 1280 (EfficientNet-Lite0 features as they
 are), 128 and 64 (``neurocast gallery build --dim 128``, principal components). BLAS runs on

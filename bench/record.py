@@ -52,9 +52,10 @@ class _TimedRecordingSource(RecordingSource):
 
     def read(self, timeout: float) -> Chunk | None:
         chunk = self.source.read(timeout)
-        if chunk is not None and self.key is not None:
+        recorder = self.recorder
+        if chunk is not None and recorder is not None and self.key is not None:
             t = time.thread_time()
-            self.recorder.write_chunk(chunk, self.key)
+            recorder.write_chunk(chunk, self.key)
             self.cpu_s += time.thread_time() - t
         return chunk
 

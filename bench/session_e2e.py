@@ -1,10 +1,10 @@
 """The demo configuration through the real server: per-model latency, skips, CPU, capacity.
 
 A ``neurocast serve`` process (uvicorn, its own process so its CPU time is its own) runs N
-sessions, each decoding the embedded simulator's 366-channel 1 kHz EEG+MEG stream (SIMULATED)
-with the demo models (classifier, image retrieval, EEG→MEG translation; whichever of them are
-installed is said in the output). One plain ``websockets`` client per session, in this
-process, subscribes to every result.
+sessions, each decoding the embedded simulator's 1 kHz EEG+MEG stream (SIMULATED; 306 MEG and
+64 EEG channels, ``n_channels`` in the output) with the demo models (classifier, image
+retrieval, EEG→MEG translation; whichever of them are installed is said in the output). One
+plain ``websockets`` client per session, in this process, subscribes to every result.
 
 Per model (at N = 1): ``<model>_p50_ms`` / ``<model>_p99_ms``, the time from the window's last
 sample to the result being ready (acquisition + preprocessing + inference, as the server
@@ -30,6 +30,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_server(port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "NEUROCAST_TOKEN": TOKEN}
+def _start_server(port: int, state_dir: str) -> subprocess.Popen[bytes]:
+    # a state directory of its own: no session of another run is restored into the figures
+    env = {
+        **os.environ,
+        "NEUROCAST_TOKEN": TOKEN,
+        "NEUROCAST_STATE_DIR": state_dir,
+        "NEUROCAST_RESTORE_SESSIONS": "false",
+    }
     cmd = [sys.executable, "-m", "neurocast.clients.cli", "serve", "--port", str(port)]
     cmd += ["--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env)
@@ -81,7 +88,8 @@ async def _collect(url: str, seconds: float, out: list[tuple[str, float, float]]
     from neurocast.wire.frames import decode_signal_frame
 
     async with websockets.connect(url, additional_headers=AUTH, max_size=2**24) as ws:
-        await ws.send(json.dumps({"type": "subscribe", "outputs": ["results"]}))
+        outputs = ["probabilities", "retrieval", "translation"]
+        await ws.send(json.dumps({"type": "subscribe", "outputs": outputs}))
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -91,11 +99,7 @@ async def _collect(url: str, seconds: float, out: list[tuple[str, float, float]]
             received = time.monotonic()
             if isinstance(raw, bytes):
                 frame = decode_signal_frame(raw)
-                meta: dict[str, Any] = {
-                    "model": frame.model,
-                    "latency": frame.latency,
-                    "t_window_end": frame.t_window_end,
-                }
+                meta: dict[str, Any] = {**frame.meta, "t_window_end": frame.t_window_end}
             else:
                 meta = json.loads(raw)
                 if meta.get("type") != "result":
@@ -143,6 +147,7 @@ def _run(base: str, models: list[str], n_sessions: int, seconds: float, pid: int
         "skipped_fraction": skipped / max(decoded + skipped, 1),
         "cpu_s_per_decoded_s": cpu / (elapsed * n_sessions),
         "failed": [a.get("error") for a in after if a["status"] == "failed"],
+        "n_channels": (after[0].get("stream") or {}).get("n_channels"),
     }
 
 
@@ -170,10 +175,12 @@ def main() -> None:
     counts = (1, 2) if args.quick else (1, 2, 4, 8)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    server = _start_server(port)
-    figures: dict[str, Any] = {"data": "SIMULATED (embedded simulator, 366 channels, 1 kHz)"}
+    state = tempfile.TemporaryDirectory(prefix="neurocast-e2e-")
+    server = _start_server(port, state.name)
+    figures: dict[str, Any] = {"data": "SIMULATED (embedded simulator, EEG+MEG, 1 kHz)"}
     try:
-        available = {m["id"] for m in httpx.get(f"{base}/v1/models", headers=AUTH).json()}
+        listing = httpx.get(f"{base}/v1/models", headers=AUTH).json()
+        available = {m["id"] for m in listing["models"]}
         models = [m for m in DEMO_MODELS if m in available]
         figures["models"] = models
         figures["models_missing"] = [m for m in DEMO_MODELS if m not in available]
@@ -190,12 +197,14 @@ def main() -> None:
             if clean:
                 without_skips = n
             if n == 1:
+                figures["n_channels"] = run["n_channels"]
                 figures.update(_single_session_figures(run, models, seconds))
         figures["sessions_without_skips"] = without_skips
         figures["sessions_tried"] = list(counts)
     finally:
         server.terminate()
         server.wait(20)
+        state.cleanup()
     _common.emit(figures)
 
 

@@ -220,7 +220,7 @@ class Client(_ClientBase[httpx.Client, Stream]):
         self._http.close()
 
     # mypy cannot follow the package-dir mapping to Call, so it sees no _T in the argument
-    def _send(self, call: Call[_T]) -> _T:  # type: ignore[type-var, unused-ignore]
+    def _send(self, call: Call[_T]) -> _T:
         with call.request(self._http) as request:
             return call.result(self._http.send(request))
 

@@ -202,6 +202,14 @@ def test_preprocessor_wraps_signal_preprocessing() -> None:
     assert_allclose(window, expected[..., rows.shape[1] - 50 : rows.shape[1]], rtol=1e-5)
     with pytest.raises(ValueError, match=r"\(6, n_times\)"):
         pre.finalize(rows[:5])
+    # after a reset it starts again as a new one would
+    pre.reset()
+    fresh = ScalogramPreprocessor(
+        OnlinePreprocessor(PreprocessSpec(picks=["E2", "E0"], resample_hz=250.0), stream),
+        spec,
+        block=5,
+    )
+    assert_allclose(pre.push(x[:, :1000]), fresh.push(x[:, :1000]), rtol=1e-6)
     # robust scaling of the continuous signal before the wavelets
     scaled = ScalogramPreprocessor(
         OnlinePreprocessor(PreprocessSpec(picks=["E2", "E0"], resample_hz=250.0), stream),

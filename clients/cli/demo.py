@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import webbrowser
+from pathlib import Path
 
 from neurocast.clients.cli.exit_codes import EXIT_FAILURE, EXIT_OK
 
@@ -80,7 +82,12 @@ def run(args: argparse.Namespace) -> int:
     quiet_http_log(args)
     headless = args.headless or not has_display()
     seconds = args.seconds if args.seconds is not None else (30.0 if headless else None)
-    settings = Settings(host="127.0.0.1", port=args.port)
+    # the demo's session is its own: kept in a folder of this run, never restored by a later
+    # `neurocast serve`
+    state = tempfile.TemporaryDirectory(prefix="neurocast-demo-")
+    settings = Settings(
+        host="127.0.0.1", port=args.port, state_dir=Path(state.name), restore_sessions=False
+    )
     token = settings.effective_token
     server = ServerThread(create_app(settings, registry), port=args.port)
     with server, Client(server.url, token=token) as client:

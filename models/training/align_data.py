@@ -120,7 +120,7 @@ class AlignedEpochs:
 def simulate_aligned_epochs(
     spec: SimulatorSpec,
     embeddings: ArrayLike,
-    image_indices: Sequence[int],
+    image_indices: Sequence[int] | NDArray[np.integer],
     *,
     image_ids: Sequence[str] | None = None,
     window: AlignWindow | None = None,

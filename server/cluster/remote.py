@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ray
 from ray.actor import ActorHandle
@@ -86,16 +86,20 @@ def spawn_session_actor(
         max_concurrency=ACTOR_CONCURRENCY,
         max_restarts=0,
     )
-    return cls.remote(
-        source.model_dump(mode="json"),
-        list(model_ids),
-        models_dir=str(models_dir) if models_dir else None,
-        stride_s=stride_s,
-        max_lag_s=max_lag_s,
-        queue_size=settings.queue_size,
-        threads=threads,
-        pool=settings.pooled(),
+    handle = cast(
+        ActorHandle,
+        cls.remote(
+            source.model_dump(mode="json"),
+            list(model_ids),
+            models_dir=str(models_dir) if models_dir else None,
+            stride_s=stride_s,
+            max_lag_s=max_lag_s,
+            queue_size=settings.queue_size,
+            threads=threads,
+            pool=settings.pooled(),
+        ),
     )
+    return handle
 
 
 class RemoteLoop:

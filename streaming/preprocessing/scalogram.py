@@ -89,6 +89,12 @@ class ScalogramPreprocessor:
         """Rate of the power columns in Hz."""
         return self.morlet.sfreq_out
 
+    def reset(self) -> None:
+        """Forget all state, as if no sample had been pushed (the decode engine calls it when
+        it fell further behind than its ring buffer holds)."""
+        self.base.reset()
+        self.morlet.reset()
+
     @property
     def n_channels_out(self) -> int:
         """Rows of :meth:`push`'s output: channels × frequencies."""

@@ -308,8 +308,7 @@ class BlockingConnection:
                 sock.shutdown(socket.SHUT_RDWR)
         self.drop()
 
-    # mypy sees project imports as Any (package-dir mapping), so Operation[T] holds no T
-    def run(self, op: Operation[T]) -> T:  # type: ignore[type-var]
+    def run(self, op: Operation[T]) -> T:
         while True:
             fresh = self._sock is None
             self.connect()
@@ -378,7 +377,7 @@ class BlockingConnection:
                 results.append(exc)
         return results
 
-    def _exchange(self, op: Operation[T]) -> T:  # type: ignore[type-var]
+    def _exchange(self, op: Operation[T]) -> T:
         sock = self._sock
         assert sock is not None
         sock.settimeout(self.timeout_s + op.wait_s)

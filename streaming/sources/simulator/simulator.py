@@ -454,7 +454,7 @@ eeg_channels, classes, block_s, image_duration_s
         self,
         embeddings: ArrayLike | None = None,
         *,
-        image_indices: Sequence[int] | None = None,
+        image_indices: Sequence[int] | NDArray[np.integer] | None = None,
         n_repeats: int = 1,
         image_ids: Sequence[str] | None = None,
         tmin: float = -0.2,
@@ -551,7 +551,7 @@ eeg_channels, classes, block_s, image_duration_s
 def _image_order(
     rng: np.random.Generator,
     n_images: int,
-    image_indices: Sequence[int] | None,
+    image_indices: Sequence[int] | NDArray[np.integer] | None,
     n_repeats: int,
 ) -> NDArray[np.int64]:
     """Rows shown, trial by trial: ``image_indices``, or each image ``n_repeats`` times,
