@@ -36,7 +36,8 @@ space, logistic regression), ``mdm`` (8-30 Hz, OAS covariance, minimum distance 
 class means), ``aligned`` (across subjects only: ``ts`` with per-subject re-centring).
 ``best_classical`` is the best of csp and fbcsp per task (by the mean over subjects).
 
-Usage: ``python bench/decoders_eegbci.py [--quick]`` (--quick: 3 subjects, csp and ts only).
+Usage: ``python bench/decoders_eegbci.py [--quick] [--split-single]`` (--quick: 3 subjects, csp
+and ts only; about 6 minutes on 2 busy cores).
 Writes the per-subject table to ``bench/out/decoders_eegbci.csv``.
 """
 

@@ -15,6 +15,7 @@ import mne
 import numpy as np
 from numpy.typing import NDArray
 from pyriemann.geometry.mean import mean_riemann
+from threadpoolctl import threadpool_limits
 
 from neurocast.models.serving.artifact import Artifact, load_artifact, save_artifact
 from neurocast.models.serving.compat import aliased_stream
@@ -86,8 +87,10 @@ def recenter_artifact(path: str | Path, raw: mne.io.BaseRaw, out: str | Path) ->
 
     artifact = load_artifact(path)
     stream = StreamInfo(name=Path(raw.filenames[0] or "calibration").name, info=raw.info)
-    covs = subject_covariances(artifact, raw.get_data(), stream)
-    matrix = isqrtm(mean_riemann(covs)).tolist()
+    # small eigendecompositions: OpenBLAS threads on busy cores only slow them down
+    with threadpool_limits(limits=1, user_api="blas"):
+        covs = subject_covariances(artifact, raw.get_data(), stream)
+        matrix = isqrtm(mean_riemann(covs)).tolist()
     meta = artifact.metadata
     spec = meta.input
     assert spec.features is not None
