@@ -149,24 +149,15 @@ def aligned_artifact(train: list[TrialRecording], test: TrialRecording, out: Pat
     from threadpoolctl import threadpool_limits
 
     from neurocast.models.training.pipeline_align import recenter_artifact
-    from neurocast.models.training.pipeline_data import make_recipe, training_windows
+    from neurocast.models.training.pipeline_data import make_recipe
     from neurocast.models.training.pipeline_export import export_pipeline
     from neurocast.models.training.pipeline_steps import Recenter
+    from neurocast.models.training.recipes.pipeline import recipe_windows
 
     recipe = make_recipe("ts-lr")
     covs, ys = [], []
-    for rec in train:  # one recording per subject here: runs 4 and 8 are concatenated below
-        X, y, _ = training_windows(
-            rec.data,
-            rec.stream,
-            rec.onsets,
-            rec.labels,
-            recipe.preprocess,
-            DEFAULT_WINDOW,
-            TMIN_S,
-            TMAX_S,
-            every=20,
-        )
+    # one recording per subject here (see subject_run), so each subject is re-centred apart
+    for X, y in recipe_windows(recipe, train, DEFAULT_WINDOW, TMIN_S, TMAX_S, every=20):
         c = Covariances("oas").fit_transform(X)
         covs.append(Recenter().fit(c).transform(c))
         ys.append(y)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,24 +75,11 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     recordings = RecordingManager(settings.state_dir)
     state = AppState(settings, registry, metrics, manager, jobs, recordings)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.token_generated:
-            # the token itself never goes to a log; neurocast serve prints it on the terminal
-            logger.warning("No NEUROCAST_TOKEN set; a token was generated for this run")
-        if settings.restore_sessions:
-            await manager.restore(lambda spec: resolve_source(settings.data_root, spec))
-        yield
-        # footers first, while the sessions still feed the recorders
-        await asyncio.to_thread(recordings.shutdown)
-        await manager.shutdown()
-        await asyncio.to_thread(jobs.shutdown)
-
     app = FastAPI(
         title="neurocast",
         summary="Real-time MEG/EEG decoding: live sessions over WebSocket, batch jobs over REST.",
         version="1",
-        lifespan=lifespan,
+        lifespan=_lifespan(state),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -118,6 +105,26 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.openapi = lambda: _openapi_with_stream_messages(app)  # type: ignore[method-assign]
     _install_docs(app, settings)
     return app
+
+
+def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: restore sessions on startup, stop everything on shutdown."""
+    settings, manager = state.settings, state.sessions
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.token_generated:
+            # the token itself never goes to a log; neurocast serve prints it on the terminal
+            logger.warning("No NEUROCAST_TOKEN set; a token was generated for this run")
+        if settings.restore_sessions:
+            await manager.restore(lambda spec: resolve_source(settings.data_root, spec))
+        yield
+        # footers first, while the sessions still feed the recorders
+        await asyncio.to_thread(state.recordings.shutdown)
+        await manager.shutdown()
+        await asyncio.to_thread(state.jobs.shutdown)
+
+    return lifespan
 
 
 def _install_docs(app: FastAPI, settings: Settings) -> None:

@@ -17,16 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from neurocast.clients.cli.arg_types import event_class
 from neurocast.clients.cli.exit_codes import EXIT_OK, EXIT_USAGE
 
 logger = logging.getLogger(__name__)
-
-
-def _event(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key or not value:
-        raise argparse.ArgumentTypeError(f"--event takes ANNOTATION=CLASS, got {text!r}.")
-    return key, value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", type=Path, metavar="MODEL", help="classification artifact (.onnx)")
     p.add_argument("files", type=Path, nargs="+", metavar="FILE", help="annotated recordings")
-    p.add_argument("--event", action="append", type=_event, required=True, help="ANNOTATION=CLASS")
+    p.add_argument(
+        "--event", action="append", type=event_class, required=True, help="ANNOTATION=CLASS"
+    )
     p.add_argument("--eegbci", action="store_true", help="standardise EEGBCI channel names first")
     p.add_argument("--tmin", type=float, default=1.5, help="first window end after onset (s)")
     p.add_argument("--tmax", type=float, default=3.5, help="last window end after onset (s)")

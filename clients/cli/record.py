@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
+from neurocast.clients.cli.arg_types import positive_float
 from neurocast.clients.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from neurocast.streaming.recording.recorder import SessionRecorder
 from neurocast.streaming.recording.tap import RecordingSource
@@ -65,16 +66,6 @@ def parse_source(text: str) -> SourceSpec:
     )
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``record`` command."""
     parser = subparsers.add_parser(
@@ -90,7 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", metavar="SOURCE", help="what to record (see above)")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.xdf", help="output")
-    parser.add_argument("--seconds", type=_positive, help="stop after this long (default: Ctrl-C)")
+    parser.add_argument(
+        "--seconds", type=positive_float, help="stop after this long (default: Ctrl-C)"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
     parser.set_defaults(func=run)
 

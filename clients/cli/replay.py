@@ -12,33 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+from neurocast.clients.cli.arg_types import port_number, positive_float
 from neurocast.clients.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from neurocast.streaming.sources.base import SourceError
 from neurocast.streaming.sources.fieldtrip.protocol import FieldTripError
-from neurocast.streaming.sources.replay import FieldTripPlayer, LSLPlayer
+from neurocast.streaming.sources.replay import FieldTripPlayer, LSLPlayer, Player
 from neurocast.streaming.sources.specs import ReplaySpec
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,12 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--to", choices=("lsl", "fieldtrip"), default="lsl", help="destination (default: lsl)"
     )
     parser.add_argument(
-        "--speed", type=_positive, default=1.0, help="replay speed; 1 is real time (default)"
+        "--speed", type=positive_float, default=1.0, help="replay speed; 1 is real time (default)"
     )
     parser.add_argument("--loop", action="store_true", help="start again at the end of the file")
     parser.add_argument(
         "--chunk-ms",
-        type=_positive,
+        type=positive_float,
         default=10.0,
         help="samples are published in chunks of this many milliseconds (default 10)",
     )
@@ -76,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="LSL: start the replay only once an inlet has connected",
     )
     parser.add_argument("--host", default="127.0.0.1", help="FieldTrip buffer host")
-    parser.add_argument("--port", type=_port, default=1972, help="FieldTrip buffer port")
+    parser.add_argument("--port", type=port_number, default=1972, help="FieldTrip buffer port")
     parser.set_defaults(func=_run)
 
 
@@ -100,13 +82,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         player = FieldTripPlayer(spec, host=args.host, port=args.port)
         where = f"FieldTrip buffer {args.host}:{args.port}"
-    started = threading.Event()
-    failed = threading.Event()
 
     def announce() -> None:
-        started.wait()
-        if failed.is_set():
-            return
         stream = player.source.stream_info
         print(
             f"Replaying {args.file} ({stream.n_channels} channels at {stream.sfreq:g} Hz"
@@ -115,17 +92,52 @@ def _run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    threading.Thread(target=announce, daemon=True).start()
+    # an unreachable buffer, or one that goes away, is a failure at run time
+    return play(
+        player, announce, [(SourceError, EXIT_USAGE), ((OSError, FieldTripError), EXIT_FAILURE)]
+    )
+
+
+def play(
+    player: Player,
+    announce: Callable[[], None],
+    failures: list[tuple[type[Exception] | tuple[type[Exception], ...], int]],
+) -> int:
+    """Run a player to its end, announcing the replay once it has started.
+
+    Parameters
+    ----------
+    player : Player
+        The replay.
+    announce : callable
+        Prints what is replayed; called from another thread once the outlets exist, and not
+        at all if the replay fails first.
+    failures : list of (exception type(s), exit code)
+        The errors reported as a message and an exit code, first match wins; others propagate.
+
+    Returns
+    -------
+    exit_code : int
+        ``EXIT_OK`` once the replay has ended, else the code of the failure.
+    """
+    started = threading.Event()
+    failed = threading.Event()
+
+    def announce_once_started() -> None:
+        started.wait()
+        if not failed.is_set():
+            announce()
+
+    threading.Thread(target=announce_once_started, daemon=True).start()
     try:
         n = player.run(started=started)
-    except SourceError as exc:
+    except Exception as exc:
+        code = next((c for kinds, c in failures if isinstance(exc, kinds)), None)
+        if code is None:
+            raise
         failed.set()
         print(f"neurocast replay: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OSError, FieldTripError) as exc:  # the buffer is unreachable or went away
-        failed.set()
-        print(f"neurocast replay: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return code
     finally:
         started.set()  # the announcement thread ends either way
     print(f"Replayed {n} samples.", flush=True)

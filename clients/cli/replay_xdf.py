@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 
-from neurocast.clients.cli.exit_codes import EXIT_OK, EXIT_USAGE
+from neurocast.clients.cli.exit_codes import EXIT_USAGE
+from neurocast.clients.cli.replay import play
 from neurocast.streaming.recording.read import XDFFormatError
 
 
@@ -28,13 +28,8 @@ def run_xdf(args: argparse.Namespace) -> int:
         wait_for_consumer=args.wait,
         chunk_s=min(args.chunk_ms, 1000.0) / 1e3,
     )
-    started = threading.Event()
-    failed = threading.Event()
 
     def announce() -> None:
-        started.wait()
-        if failed.is_set():
-            return
         scan = player.scan
         if scan is not None and scan.truncated:
             print(f"neurocast replay: {scan.message()}", file=sys.stderr, flush=True)
@@ -45,14 +40,4 @@ def run_xdf(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    threading.Thread(target=announce, daemon=True).start()
-    try:
-        n = player.run(started=started)
-    except (XDFFormatError, OSError) as exc:
-        failed.set()
-        print(f"neurocast replay: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    finally:
-        started.set()
-    print(f"Replayed {n} samples.", flush=True)
-    return EXIT_OK
+    return play(player, announce, [((XDFFormatError, OSError), EXIT_USAGE)])

@@ -8,6 +8,7 @@ rate do not fit the model, saying what to do.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import mne
 
@@ -117,6 +118,47 @@ def aliased_stream(metadata: ArtifactMetadata, stream: StreamInfo) -> StreamInfo
     return dataclasses.replace(stream, info=info)
 
 
+def _tensor_problems(
+    tensor: TensorSpec,
+    role: str,
+    want: Sequence[int | None],
+    rank_note: str,
+    dim_notes: Sequence[str],
+) -> list[str]:
+    """How a graph tensor differs from the float32 ``(batch, *want)`` the metadata imply.
+
+    Parameters
+    ----------
+    tensor : TensorSpec
+        The graph's input or output.
+    role : str
+        ``"input"`` or ``"output"``, for the messages.
+    want : sequence of int or None
+        Sizes after the batch axis; None accepts any size. Dynamic graph dimensions accept
+        any size too.
+    rank_note : str
+        What the rank should be, ending the rank message.
+    dim_notes : sequence of str
+        Per axis, the end of its message, with ``{dim}`` (the graph's size) and ``{want}``.
+
+    Returns
+    -------
+    problems : list of str
+        One sentence per disagreement, empty if the tensor fits.
+    """
+    where = f"{role} {tensor.name!r}"
+    problems = []
+    if tensor.elem_type != FLOAT:
+        problems.append(f"{where} is not float32")
+    if len(tensor.shape) != len(want) + 1:
+        problems.append(f"{where} has rank {len(tensor.shape)}, {rank_note}")
+        return problems
+    for dim, size, note in zip(tensor.shape[1:], want, dim_notes, strict=True):
+        if isinstance(dim, int) and size is not None and dim != size:
+            problems.append(f"{where} has " + note.format(dim=dim, want=size))
+    return problems
+
+
 def check_graph(data: bytes, meta: ArtifactMetadata, where: str) -> tuple[TensorSpec, TensorSpec]:
     view = memoryview(data)
     graph = None
@@ -137,26 +179,16 @@ def check_graph(data: bytes, meta: ArtifactMetadata, where: str) -> tuple[Tensor
     (inp,) = inputs
     expected = meta.input.shape
     axes = meta.input.axes
-    problems = []
-    if inp.elem_type != FLOAT:
-        problems.append(f"input {inp.name!r} is not float32")
-    if len(inp.shape) != len(expected) + 1:
-        problems.append(
-            f"input {inp.name!r} has rank {len(inp.shape)}, the metadata implies "
-            f"{len(expected) + 1} (batch, {', '.join(axes)})"
-        )
-    else:
-        batch = inp.shape[0]
-        if isinstance(batch, int) and batch != 1:
-            problems.append(f"input {inp.name!r} has a fixed batch of {batch} (use 1 or dynamic)")
-        for dim, want, what in zip(
-            inp.shape[1:],
-            expected,
-            axes,
-            strict=True,
-        ):
-            if isinstance(dim, int) and dim != want:
-                problems.append(f"input {inp.name!r} has {dim} {what}, the metadata implies {want}")
+    problems = _tensor_problems(
+        inp,
+        "input",
+        expected,
+        f"the metadata implies {len(expected) + 1} (batch, {', '.join(axes)})",
+        [f"{{dim}} {what}, the metadata implies {{want}}" for what in axes],
+    )
+    batch = inp.shape[0] if len(inp.shape) == len(expected) + 1 else None
+    if isinstance(batch, int) and batch != 1:
+        problems.append(f"input {inp.name!r} has a fixed batch of {batch} (use 1 or dynamic)")
     out_name = meta.output.tensor
     chosen = [t for t in outputs if out_name is None or t.name == out_name][:1]
     if not chosen:
@@ -171,19 +203,13 @@ def check_graph(data: bytes, meta: ArtifactMetadata, where: str) -> tuple[Tensor
         want_out = (len(out_meta.ch_names or ()), None)
     else:
         want_out = (out_meta.embedding_size,)
-    if out.elem_type != FLOAT:
-        problems.append(f"output {out.name!r} is not float32")
-    if len(out.shape) != len(want_out) + 1:
-        problems.append(
-            f"output {out.name!r} has rank {len(out.shape)}, a {meta.task} model needs "
-            f"{len(want_out) + 1}"
-        )
-    else:
-        for dim, size in zip(out.shape[1:], want_out, strict=True):
-            if isinstance(dim, int) and size is not None and dim != size:
-                problems.append(
-                    f"output {out.name!r} has size {dim} where the metadata implies {size}"
-                )
+    problems += _tensor_problems(
+        out,
+        "output",
+        want_out,
+        f"a {meta.task} model needs {len(want_out) + 1}",
+        ["size {dim} where the metadata implies {want}"] * len(want_out),
+    )
     if problems:
         raise ArtifactError(
             f"{where}: the graph disagrees with its metadata: {'; '.join(problems)}. Export "

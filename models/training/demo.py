@@ -37,6 +37,7 @@ from neurocast.models.training.export import ArtifactAbout
 from neurocast.models.training.recipes.classifier import (
     ClassifierRecipe,
     LabelledRecording,
+    TrainedClassifier,
     train_classifier,
 )
 from neurocast.models.training.trials import find_trials
@@ -140,6 +141,82 @@ def simulated_input_spec(sim: Simulator, config: SimulatedClassifierConfig) -> I
     )
 
 
+def _simulated_recording(
+    sim: Simulator, seconds: float, event_map: dict[str, str]
+) -> LabelledRecording:
+    """Simulate ``seconds`` of stream and label it by its class-block annotations."""
+    raw = sim.simulate_raw(seconds)
+    trials = find_trials(raw, event_map)
+    data = raw.get_data().astype(np.float32)
+    return LabelledRecording(data, sim.stream_info, trials.onsets / trials.sfreq, trials.labels)
+
+
+def _simulated_recipe(config: SimulatedClassifierConfig) -> ClassifierRecipe:
+    """The classifier recipe a :class:`SimulatedClassifierConfig` describes."""
+    return ClassifierRecipe(
+        tmin_s=config.tmin_s,
+        tmax_s=config.tmax_s,
+        train_stride_s=config.train_stride_s,
+        val_fraction=config.val_fraction,
+        backbone=config.backbone,
+        pretrained=config.pretrained,
+        input_size=config.input_size,
+        compact_width=config.compact_width,
+        train=config.train,
+        seed=config.seed,
+    )
+
+
+def _simulated_about(
+    trained: TrainedClassifier,
+    config: SimulatedClassifierConfig,
+    class_names: list[str],
+    *,
+    name: str,
+    version: str,
+    description: str,
+) -> ArtifactAbout:
+    """Provenance and held-out metrics of a classifier trained on the simulator."""
+    scores, spec = trained.scores, trained.spec
+    settings = {k: v for k, v in asdict(config).items() if k != "train"}
+    n_train, n_val = (len(np.unique(w.groups)) for w in (trained.train, trained.val))
+    return ArtifactAbout(
+        name=name,
+        version=version,
+        trained_on=(
+            f"SIMULATED: neurocast simulator (seed {config.seed}, subject_seed 0), "
+            f"{config.train_s:g} s continuous stream with class blocks {class_names}"
+        ),
+        split=(
+            f"train/validation: class blocks of the seed-{config.seed} stream "
+            f"({n_train}/{n_val} blocks); test: "
+            f"a separate {config.test_s:g} s stream of seed {config.seed + 1}"
+        ),
+        seed=config.seed,
+        metrics={
+            "test_window_balanced_accuracy": scores["window_balanced_accuracy"],
+            "test_block_balanced_accuracy": scores["trial_balanced_accuracy"],
+            "val_window_balanced_accuracy": trained.result.val_balanced_accuracy,
+            "best_epoch": float(trained.result.best_epoch),
+            "chance_balanced_accuracy": 1.0 / len(class_names),
+        },
+        metrics_note=(
+            f"Measured on SIMULATED data: a held-out {config.test_s:g} s stream of simulator "
+            f"seed {config.seed + 1}; windows of {config.window_s:g} s every "
+            f"{spec.stride_s:g} s ending {config.tmin_s:g}-{config.tmax_s:g} s after each "
+            "block onset; block decision = mean window log-probability. Settings: "
+            f"{settings}."
+        ),
+        simulated_training_data=True,
+        description=description
+        or (
+            "Demo classifier of the simulator's activity classes, trained on SIMULATED data "
+            f"({config.backbone} backbone, {config.input_size} px input). Not a model of real "
+            "brain data."
+        ),
+    )
+
+
 def train_simulated_classifier(
     path: str | Path,
     config: SimulatedClassifierConfig | None = None,
@@ -170,76 +247,23 @@ def train_simulated_classifier(
     class_names = list(train_sim.class_names)
     event_map = {f"class/{c}": c for c in class_names}
 
-    def recorded(sim: Simulator, seconds: float) -> LabelledRecording:
-        raw = sim.simulate_raw(seconds)
-        trials = find_trials(raw, event_map)
-        data = raw.get_data().astype(np.float32)
-        return LabelledRecording(data, sim.stream_info, trials.onsets / trials.sfreq, trials.labels)
-
     logger.info("Simulating %g s of training stream (SIMULATED data)", config.train_s)
-    recipe = ClassifierRecipe(
-        tmin_s=config.tmin_s,
-        tmax_s=config.tmax_s,
-        train_stride_s=config.train_stride_s,
-        val_fraction=config.val_fraction,
-        backbone=config.backbone,
-        pretrained=config.pretrained,
-        input_size=config.input_size,
-        compact_width=config.compact_width,
-        train=config.train,
-        seed=config.seed,
-    )
     trained = train_classifier(
         simulated_input_spec(train_sim, config),
-        [recorded(train_sim, config.train_s)],
+        [_simulated_recording(train_sim, config.train_s, event_map)],
         len(class_names),
-        recipe,
-        [recorded(Simulator(seed=config.seed + 1), config.test_s)],
+        _simulated_recipe(config),
+        [_simulated_recording(Simulator(seed=config.seed + 1), config.test_s, event_map)],
     )
-    scores, spec = trained.scores, trained.spec
-    logger.info("Held-out simulated stream: %s", scores)
-    settings = {k: v for k, v in asdict(config).items() if k != "train"}
-    n_train, n_val = (len(np.unique(w.groups)) for w in (trained.train, trained.val))
+    logger.info("Held-out simulated stream: %s", trained.scores)
     return export_classifier(
         trained.model,
         path,
         check_inputs=trained.check_inputs(config.seed),
-        input_spec=spec,
+        input_spec=trained.spec,
         class_names=class_names,
-        about=ArtifactAbout(
-            name=name,
-            version=version,
-            trained_on=(
-                f"SIMULATED: neurocast simulator (seed {config.seed}, subject_seed 0), "
-                f"{config.train_s:g} s continuous stream with class blocks {class_names}"
-            ),
-            split=(
-                f"train/validation: class blocks of the seed-{config.seed} stream "
-                f"({n_train}/{n_val} blocks); test: "
-                f"a separate {config.test_s:g} s stream of seed {config.seed + 1}"
-            ),
-            seed=config.seed,
-            metrics={
-                "test_window_balanced_accuracy": scores["window_balanced_accuracy"],
-                "test_block_balanced_accuracy": scores["trial_balanced_accuracy"],
-                "val_window_balanced_accuracy": trained.result.val_balanced_accuracy,
-                "best_epoch": float(trained.result.best_epoch),
-                "chance_balanced_accuracy": 1.0 / len(class_names),
-            },
-            metrics_note=(
-                f"Measured on SIMULATED data: a held-out {config.test_s:g} s stream of simulator "
-                f"seed {config.seed + 1}; windows of {config.window_s:g} s every "
-                f"{spec.stride_s:g} s ending {config.tmin_s:g}-{config.tmax_s:g} s after each "
-                "block onset; block decision = mean window log-probability. Settings: "
-                f"{settings}."
-            ),
-            simulated_training_data=True,
-            description=description
-            or (
-                "Demo classifier of the simulator's activity classes, trained on SIMULATED data "
-                f"({config.backbone} backbone, {config.input_size} px input). Not a model of real "
-                "brain data."
-            ),
+        about=_simulated_about(
+            trained, config, class_names, name=name, version=version, description=description
         ),
     )
 

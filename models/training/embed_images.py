@@ -242,6 +242,66 @@ def fit_pca(
     return mean.astype(np.float32), vt[:dim].astype(np.float32)
 
 
+def _read_images(
+    items: Sequence[ImageItem], thumbnail_px: int, thumbnail_format: str
+) -> tuple[list[Any], list[bytes]]:
+    """The items' images (files read as RGB) and their thumbnails.
+
+    Raises
+    ------
+    GalleryError
+        If an image file cannot be read.
+    """
+    images, thumbs = [], []
+    for item in items:
+        image = item.image
+        if isinstance(image, (str, Path)):
+            # PIL is needed only for images given as files
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(image) as im:
+                    image = to_rgb_image(im)
+            except (OSError, UnidentifiedImageError) as exc:
+                raise GalleryError(f"Cannot read image {image}: {exc}") from exc
+        images.append(image)
+        thumbs.append(make_thumbnail(image, thumbnail_px, thumbnail_format))
+    return images, thumbs
+
+
+def _project_features(
+    features: NDArray[np.floating], dim: int | None, like: Gallery | None
+) -> tuple[NDArray[np.floating], tuple[NDArray[np.float32], NDArray[np.float32]] | None]:
+    """Features in the gallery's space: ``like``'s projection, a new PCA, or unchanged.
+
+    Returns
+    -------
+    embeddings : array, shape (n_images, n_dims)
+        The projected (or original) features.
+    projection : (mean, components) | None
+        The projection applied, None when the features are kept.
+    """
+    projection = None
+    if like is not None:
+        projection = like.projection
+    elif dim is not None:
+        projection = fit_pca(features, dim)
+    embeddings: NDArray[np.floating] = features
+    if projection is not None:
+        mean, comps = projection
+        embeddings = (features - mean) @ comps.T
+    return embeddings, projection
+
+
+def _projection_meta(
+    projection: tuple[NDArray[np.float32], NDArray[np.float32]] | None, fitted_on: str
+) -> dict[str, Any] | None:
+    """Metadata of a gallery's projection: its kind, size and the gallery it was fitted on."""
+    if projection is None:
+        return None
+    return {"kind": "pca", "dim": int(projection[1].shape[0]), "from": fitted_on}
+
+
 def build_gallery(
     items: Iterable[ImageItem],
     *,
@@ -294,41 +354,13 @@ def build_gallery(
             f"Gallery {like.name!r} was not built with {embedder.model_name} features; its "
             "space cannot be reused."
         )
-    images, thumbs = [], []
-    for item in items:
-        image = item.image
-        if isinstance(image, (str, Path)):
-            from PIL import Image, UnidentifiedImageError
-
-            try:
-                with Image.open(image) as im:
-                    image = to_rgb_image(im)
-            except (OSError, UnidentifiedImageError) as exc:
-                raise GalleryError(f"Cannot read image {image}: {exc}") from exc
-        images.append(image)
-        thumbs.append(make_thumbnail(image, thumbnail_px, thumbnail_format))
+    images, thumbs = _read_images(items, thumbnail_px, thumbnail_format)
     logger.info("embedding %d images with %s", len(images), embedder.model_name)
     features = embedder.embed(images)
-    projection = None
-    if like is not None:
-        projection = like.projection
-    elif dim is not None:
-        projection = fit_pca(features, dim)
-    embeddings: NDArray[np.floating] = features
-    if projection is not None:
-        mean, comps = projection
-        embeddings = (features - mean) @ comps.T
+    embeddings, projection = _project_features(features, dim, like)
     meta = {
         "embedding": embedder.describe(),
-        "projection": (
-            None
-            if projection is None
-            else {
-                "kind": "pca",
-                "dim": int(projection[1].shape[0]),
-                "from": like.name if like else name,
-            }
-        ),
+        "projection": _projection_meta(projection, like.name if like else name),
         "thumbnail_px": thumbnail_px,
         "source": source,
     }

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from neurocast.streaming.recording.read import XDFScan, load_xdf
 from neurocast.streaming.recording.xdf import NUMERIC_FORMATS
 from neurocast.streaming.sources.base import local_clock
+from neurocast.streaming.sources.replay import OUTLET_BUFFER_S, Player, wait_for_inlets
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ _LSL_FORMATS = {
     "int32": pylsl.cf_int32,
     "int64": pylsl.cf_int64,
 }
-_OUTLET_BUFFER_S = 10  # an outlet holds at most this much for a slow inlet
 
 
 @dataclass
@@ -62,7 +62,7 @@ def _copy_xml(src: ET.Element, dst: pylsl.XMLElement) -> None:
             dst.append_child_value(child.tag, child.text or "")
 
 
-class XDFPlayer:
+class XDFPlayer(Player):
     """Publish the streams of an XDF file as LSL outlets at their recorded pace.
 
     Parameters
@@ -83,6 +83,11 @@ class XDFPlayer:
         Samples are pushed in groups at most this far apart, in seconds.
     linger_s : float
         Keep the outlets open this long after the last sample so that inlets get it.
+
+    Notes
+    -----
+    :meth:`run` counts the samples of all streams together; it raises
+    :class:`~.read.XDFFormatError` or :class:`OSError` if the file cannot be read.
     """
 
     def __init__(
@@ -123,24 +128,7 @@ class XDFPlayer:
             logger.warning("%s", self.scan.message())
         return streams
 
-    def run(
-        self, stop: threading.Event | None = None, started: threading.Event | None = None
-    ) -> int:
-        """Replay to the end of the file or until ``stop`` is set.
-
-        Parameters
-        ----------
-        stop : threading.Event | None
-            Set it to end the replay.
-        started : threading.Event | None
-            Set once the outlets exist and the replay clock starts.
-
-        Returns
-        -------
-        n_samples : int
-            Samples published, all streams together.
-        """
-        stop = stop or threading.Event()
+    def _play(self, stop: threading.Event, started: threading.Event) -> int:
         streams = self.load()
         assert self.scan is not None
         headers = self.scan.headers
@@ -149,18 +137,12 @@ class XDFPlayer:
         firsts = [t.offsets[0] for t in tracks if t.offsets.size]
         t0 = min(firsts) if firsts else 0.0
         if self.wait_for_consumer:
-            deadline = local_clock() + self.wait_timeout_s
-            for t in tracks:
-                while not stop.is_set() and not t.outlet.have_consumers():
-                    if local_clock() > deadline:
-                        break
-                    stop.wait(0.05)
+            wait_for_inlets([t.outlet for t in tracks], stop, self.wait_timeout_s)
         start = local_clock()
         for t in tracks:
             t.offsets = t.offsets - t0
             t.due = start + t.offsets / self.speed
-        if started is not None:
-            started.set()
+        started.set()
         n = 0
         while not stop.is_set():
             now = local_clock()
@@ -207,7 +189,7 @@ class XDFPlayer:
             desc = ET.fromstring(xml).find("desc")
             if desc is not None:
                 _copy_xml(desc, out.desc())
-        outlet = pylsl.StreamOutlet(out, max_buffered=_OUTLET_BUFFER_S)
+        outlet = pylsl.StreamOutlet(out, max_buffered=OUTLET_BUFFER_S)
         ts = np.asarray(stream["time_stamps"], dtype=np.float64)
         values: Any = stream["time_series"]
         if fmt != "string":

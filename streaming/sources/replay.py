@@ -22,10 +22,12 @@ would; nothing is stamped ahead (MNE-LSL's ``PlayerLSL`` stamps up to a chunk ah
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import mne
@@ -51,7 +53,8 @@ logger = logging.getLogger(__name__)
 
 _BLOCK_S = 1.0  # samples are read from the file in blocks of this many seconds
 _MAX_CHUNK_S = 1.0  # a late reader catches up in chunks of at most this many seconds
-_OUTLET_BUFFER_S = 10  # an LSL outlet holds at most this much for a slow inlet
+OUTLET_BUFFER_S = 10
+"""Seconds of samples an LSL outlet holds at most for a slow inlet."""
 
 
 def open_recording(path: str | Path, verb: str = "replay") -> mne.io.BaseRaw:
@@ -291,6 +294,48 @@ class ReplaySource:
         self._status = "stopped"
 
 
+class Player(ABC):
+    """Publishes a recording as live streams, each sample no earlier than its time."""
+
+    def run(
+        self, stop: threading.Event | None = None, started: threading.Event | None = None
+    ) -> int:
+        """Replay to the end of the recording or until ``stop`` is set.
+
+        Parameters
+        ----------
+        stop : threading.Event | None
+            Set it to end the replay.
+        started : threading.Event | None
+            Set once the outlets exist and the replay clock starts.
+
+        Returns
+        -------
+        n_samples : int
+            Samples published.
+        """
+        return self._play(stop or threading.Event(), started or threading.Event())
+
+    @abstractmethod
+    def _play(self, stop: threading.Event, started: threading.Event) -> int:
+        """Publish until the end or until ``stop`` is set; set ``started`` as the clock starts."""
+
+
+def wait_for_inlets(
+    outlets: Sequence[pylsl.StreamOutlet], stop: threading.Event, timeout_s: float = math.inf
+) -> None:
+    """Return once every outlet has an inlet, ``stop`` is set, or ``timeout_s`` have passed.
+
+    A replay that starts its clock only then gives the inlets its first samples.
+    """
+    deadline = local_clock() + timeout_s
+    for outlet in outlets:
+        # short polls, so that ``stop`` and the deadline are seen promptly
+        while not stop.is_set() and not outlet.wait_for_consumers(0.05):
+            if local_clock() > deadline:
+                return
+
+
 def _due_chunks(source: ReplaySource, stop: threading.Event) -> Iterator[Chunk]:
     """The replay's chunks as they fall due, until the file ends or ``stop`` is set."""
     while not stop.is_set():
@@ -301,7 +346,7 @@ def _due_chunks(source: ReplaySource, stop: threading.Event) -> Iterator[Chunk]:
             return
 
 
-class LSLPlayer:
+class LSLPlayer(Player):
     """Publish a recording as a live LSL stream, with its events on a marker stream.
 
     Parameters
@@ -316,6 +361,11 @@ class LSLPlayer:
         same id is picked up again by inlets that lost it.
     wait_for_consumer : bool
         Start the replay clock only once an inlet has connected, so it gets the first sample.
+
+    Notes
+    -----
+    :meth:`run` raises :class:`~.base.SourceError` if the file cannot be read; with
+    ``spec.loop`` it runs until ``stop`` is set.
     """
 
     def __init__(
@@ -332,33 +382,11 @@ class LSLPlayer:
         self.wait_for_consumer = wait_for_consumer
         self.source = ReplaySource(spec)
 
-    def run(
-        self, stop: threading.Event | None = None, started: threading.Event | None = None
-    ) -> int:
-        """Replay until the end of the file (never with ``loop``) or until ``stop`` is set.
-
-        Parameters
-        ----------
-        stop : threading.Event | None
-            Set it to end the replay.
-        started : threading.Event | None
-            Set when the outlets exist and the replay clock starts.
-
-        Returns
-        -------
-        n_samples : int
-            Samples published.
-
-        Raises
-        ------
-        SourceError
-            If the file cannot be read.
-        """
-        stop = stop or threading.Event()
+    def _play(self, stop: threading.Event, started: threading.Event) -> int:
         stream = self.source.open()
         try:
             outlet = pylsl.StreamOutlet(
-                lsl_stream_info(stream, self.name, self.source_id), max_buffered=_OUTLET_BUFFER_S
+                lsl_stream_info(stream, self.name, self.source_id), max_buffered=OUTLET_BUFFER_S
             )
             markers = pylsl.StreamOutlet(
                 pylsl.StreamInfo(
@@ -370,12 +398,10 @@ class LSLPlayer:
                     f"{self.source_id}-markers",
                 )
             )
-            while self.wait_for_consumer and not stop.is_set():
-                if outlet.wait_for_consumers(0.1):
-                    break
+            if self.wait_for_consumer:
+                wait_for_inlets([outlet], stop)
             self.source.rewind()
-            if started is not None:
-                started.set()
+            started.set()
             for chunk in _due_chunks(self.source, stop):
                 local = self.source.on_local_clock(chunk)
                 outlet.push_chunk(
@@ -388,7 +414,7 @@ class LSLPlayer:
             self.source.close()
 
 
-class FieldTripPlayer:
+class FieldTripPlayer(Player):
     """Write a recording into a FieldTrip buffer at real speed, events included.
 
     Parameters
@@ -397,6 +423,14 @@ class FieldTripPlayer:
         The file, speed, looping and chunk length.
     host, port : str, int
         The buffer server (e.g. ``neurocast``'s own :class:`~.fieldtrip.FieldTripServer`).
+
+    Notes
+    -----
+    :meth:`run` puts the header first (the buffer drops what it held), then samples and
+    events as they fall due; with ``spec.loop`` it runs until ``stop`` is set. It raises
+    :class:`~.base.SourceError` if the file cannot be read and
+    :class:`~.fieldtrip.protocol.FieldTripConnectionError` if the buffer server cannot be
+    reached.
     """
 
     def __init__(self, spec: ReplaySpec, *, host: str = "127.0.0.1", port: int = 1972) -> None:
@@ -404,29 +438,13 @@ class FieldTripPlayer:
         self.host, self.port = host, port
         self.source = ReplaySource(spec)
 
-    def run(
-        self, stop: threading.Event | None = None, started: threading.Event | None = None
-    ) -> int:
-        """Replay until the end of the file (never with ``loop``) or until ``stop`` is set.
-
-        The header is put first (the buffer drops what it held), then samples and events as
-        they fall due. Returns the number of samples written.
-
-        Raises
-        ------
-        SourceError
-            If the file cannot be read.
-        FieldTripConnectionError
-            If the buffer server cannot be reached.
-        """
-        stop = stop or threading.Event()
+    def _play(self, stop: threading.Event, started: threading.Event) -> int:
         stream = self.source.open()
         try:
             with FieldTripWriter(self.host, self.port) as writer:
                 writer.put_header(stream)
                 self.source.rewind()
-                if started is not None:
-                    started.set()
+                started.set()
                 for chunk in _due_chunks(self.source, stop):
                     writer.put_data(chunk.data, chunk.timestamps)
                     writer.put_events(chunk.markers)

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from neurocast.clients.cli.arg_types import event_class
 from neurocast.clients.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from neurocast.clients.cli.train.common import run_training
 
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
     import mne
 
     from neurocast.models.serving.schema import InputSpec
+    from neurocast.models.training.export import ArtifactAbout
+    from neurocast.models.training.recipes.classifier import (
+        ClassifierRecipe,
+        LabelledRecording,
+        TrainedClassifier,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         importlib.import_module(f"neurocast.clients.cli.train.{name}").register(sub)
 
 
-def _event(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key or not value:
-        raise argparse.ArgumentTypeError(
-            f"--event takes ANNOTATION=CLASS (e.g. T1=hands), got {text!r}."
-        )
-    return key, value
-
-
 def _register_classifier(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "classifier",
@@ -71,7 +69,7 @@ def _register_classifier(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--event",
         action="append",
-        type=_event,
+        type=event_class,
         required=True,
         help="ANNOTATION=CLASS; repeat for each class (several annotations may share a class)",
     )
@@ -222,23 +220,27 @@ def _classifier_spec(args: argparse.Namespace, info: mne.Info) -> InputSpec:
     )
 
 
-def _train_classifier(args: argparse.Namespace) -> str:
-    """Train, score and export the classifier; returns the summary line."""
+def _classifier_recordings(
+    args: argparse.Namespace,
+) -> tuple[InputSpec, list[LabelledRecording], list[LabelledRecording], list[str]]:
+    """Read and label the training and test recordings.
+
+    Returns
+    -------
+    spec : InputSpec
+        The classifier's input, from the first training recording's channels.
+    train, test : list of LabelledRecording
+        The ``--data`` and ``--test-data`` recordings with their trials.
+    class_names : list of str
+        Classes of the first training recording's trials.
+    """
     import numpy as np
 
-    from neurocast.models.training.classifier import TrainConfig, export_classifier
-    from neurocast.models.training.export import ArtifactAbout
-    from neurocast.models.training.loop import set_threads
-    from neurocast.models.training.recipes.classifier import (
-        ClassifierRecipe,
-        LabelledRecording,
-        train_classifier,
-    )
+    from neurocast.models.training.recipes.classifier import LabelledRecording
     from neurocast.models.training.trials import find_trials
     from neurocast.streaming.io import read_recording
     from neurocast.streaming.sources.base import StreamInfo
 
-    set_threads(args.threads)
     event_map = dict(args.event)
     raws = [read_recording(p, eegbci=args.eegbci, preload=True) for p in args.data]
     tests = [read_recording(p, eegbci=args.eegbci, preload=True) for p in args.test_data]
@@ -253,8 +255,15 @@ def _train_classifier(args: argparse.Namespace) -> str:
         )
         for raw, t in zip([*raws, *tests], trials, strict=True)
     ]
-    class_names = trials[0].class_names
-    recipe = ClassifierRecipe(
+    return spec, recordings[: len(raws)], recordings[len(raws) :], trials[0].class_names
+
+
+def _classifier_recipe(args: argparse.Namespace) -> ClassifierRecipe:
+    """The classifier recipe the command line describes."""
+    from neurocast.models.training.classifier import TrainConfig
+    from neurocast.models.training.recipes.classifier import ClassifierRecipe
+
+    return ClassifierRecipe(
         tmin_s=args.tmin,
         tmax_s=args.tmax,
         train_stride_s=args.train_stride_ms / 1e3,
@@ -270,9 +279,10 @@ def _train_classifier(args: argparse.Namespace) -> str:
         ),
         seed=args.seed,
     )
-    trained = train_classifier(
-        spec, recordings[: len(raws)], len(class_names), recipe, recordings[len(raws) :]
-    )
+
+
+def _classifier_metrics(trained: TrainedClassifier) -> dict[str, float]:
+    """Validation figures, and test balanced accuracies when test recordings were given."""
     metrics = {
         "val_window_balanced_accuracy": trained.result.val_balanced_accuracy,
         "best_epoch": float(trained.result.best_epoch),
@@ -280,36 +290,61 @@ def _train_classifier(args: argparse.Namespace) -> str:
     if trained.scores:
         metrics["test_window_balanced_accuracy"] = trained.scores["window_balanced_accuracy"]
         metrics["test_trial_balanced_accuracy"] = trained.scores["trial_balanced_accuracy"]
+    return metrics
+
+
+def _classifier_about(
+    args: argparse.Namespace,
+    trained: TrainedClassifier,
+    class_names: list[str],
+    metrics: dict[str, float],
+) -> ArtifactAbout:
+    """Provenance of the trained classifier: recordings, split, metrics and settings."""
+    from neurocast.models.training.export import ArtifactAbout
+
+    return ArtifactAbout(
+        name=args.name or args.out.stem,
+        version=args.version,
+        # file names only: the artifact travels, the training machine's folders do not
+        trained_on="; ".join(Path(p).name for p in args.data),
+        split=(
+            f"train/validation: trials of the training recordings, {args.val_fraction:g} "
+            "of each class's trials held out for early stopping; test: "
+            + ("; ".join(Path(p).name for p in args.test_data) or "none")
+        ),
+        seed=args.seed,
+        metrics=metrics,
+        metrics_note=(
+            f"Balanced accuracy of {args.window_ms:g} ms windows ending {args.tmin:g}-"
+            f"{args.tmax:g} s after each trial onset (validation: every "
+            f"{args.train_stride_ms:g} ms; test: every {trained.spec.stride_s * 1e3:g} ms); "
+            "trial decision = mean window log-probability."
+        ),
+        simulated_training_data=False,
+        description=(
+            f"Scalogram transfer classifier ({args.backbone}, "
+            f"{'random init' if args.random_init else 'ImageNet init'}, {args.mixing} "
+            f"mixing, {args.input_size} px) of {', '.join(class_names)}."
+        ),
+    )
+
+
+def _train_classifier(args: argparse.Namespace) -> str:
+    """Train, score and export the classifier; returns the summary line."""
+    from neurocast.models.training.classifier import export_classifier
+    from neurocast.models.training.loop import set_threads
+    from neurocast.models.training.recipes.classifier import train_classifier
+
+    set_threads(args.threads)
+    spec, train, test, class_names = _classifier_recordings(args)
+    trained = train_classifier(spec, train, len(class_names), _classifier_recipe(args), test)
+    metrics = _classifier_metrics(trained)
     artifact = export_classifier(
         trained.model,
         args.out,
         check_inputs=trained.check_inputs(args.seed),
         input_spec=trained.spec,
         class_names=class_names,
-        about=ArtifactAbout(
-            name=args.name or args.out.stem,
-            version=args.version,
-            # file names only: the artifact travels, the training machine's folders do not
-            trained_on="; ".join(Path(p).name for p in args.data),
-            split=(
-                f"train/validation: trials of the training recordings, {args.val_fraction:g} "
-                "of each class's trials held out for early stopping; test: "
-                + ("; ".join(Path(p).name for p in args.test_data) or "none")
-            ),
-            seed=args.seed,
-            metrics=metrics,
-            metrics_note=(
-                f"Balanced accuracy of {args.window_ms:g} ms windows ending {args.tmin:g}-"
-                f"{args.tmax:g} s after each trial onset (validation: every "
-                f"{args.train_stride_ms:g} ms; test: every {trained.spec.stride_s * 1e3:g} ms); "
-                "trial decision = mean window log-probability."
-            ),
-            simulated_training_data=False,
-            description=(
-                f"Scalogram transfer classifier ({args.backbone}, "
-                f"{'random init' if args.random_init else 'ImageNet init'}, {args.mixing} "
-                f"mixing, {args.input_size} px) of {', '.join(class_names)}."
-            ),
-        ),
+        about=_classifier_about(args, trained, class_names, metrics),
     )
     return f"wrote {artifact.path} ({artifact.size_bytes / 1e6:.1f} MB): {metrics}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from neurocast.clients.cli.train.command import _event  # the parser of every train command
+from neurocast.clients.cli.arg_types import event_class
 from neurocast.clients.cli.train.common import run_training
 
 RECIPES = ("csp-lda", "fbcsp-lda", "ts-lr", "mdm", "xdawn-ts-lr", "vec-lr")
@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--recipe", required=True, choices=RECIPES, help="decoder family")
     p.add_argument("--data", nargs="+", required=True, type=Path, help="training recordings")
-    p.add_argument("--event", action="append", type=_event, required=True, help="ANNOTATION=CLASS")
+    p.add_argument(
+        "--event", action="append", type=event_class, required=True, help="ANNOTATION=CLASS"
+    )
     p.add_argument("--out", required=True, type=Path, help="artifact to write (.onnx)")
     p.add_argument(
         "--eegbci",

@@ -57,18 +57,40 @@ def model_channels(info: mne.Info) -> list[str]:
     return [info["ch_names"][i] for i in picks]
 
 
-def fit_recipe(
+def recipe_windows(
     recipe: Recipe,
     recordings: Sequence[TrialRecording],
     window: WindowSpec,
     tmin_s: float,
     tmax_s: float,
+    ch_names: Sequence[str] | None = None,
     *,
     every: int = 4,
-) -> tuple[object, list[str]]:
-    """Fit a recipe's pipeline on the windows of ``recordings``; returns it and its channels."""
-    names = model_channels(recordings[0].stream.info)
-    xs, ys = [], []
+) -> list[tuple[NDArray[np.float64], NDArray[np.int64]]]:
+    """Labelled windows of each recording, preprocessed as the recipe's model will read them.
+
+    Parameters
+    ----------
+    recipe : Recipe
+        Its preprocessing and filter bank are applied.
+    recordings : sequence of TrialRecording
+        The recordings with their trials.
+    window : WindowSpec
+        The model's window and context, and the engine's stride.
+    tmin_s, tmax_s : float
+        Windows end in ``[onset + tmin_s, onset + tmax_s]``.
+    ch_names : sequence of str | None
+        Channels the model reads, in order (default: every channel of each stream).
+    every : int
+        Keep every n-th window of the engine's grid.
+
+    Returns
+    -------
+    windows : list of (X, y)
+        Per recording, its windows and their class indices (see
+        :func:`..pipeline_data.training_windows`).
+    """
+    out = []
     for rec in recordings:
         X, y, _ = training_windows(
             rec.data,
@@ -80,12 +102,27 @@ def fit_recipe(
             tmin_s,
             tmax_s,
             bands_hz=recipe.bands_hz,
-            ch_names=names,
+            ch_names=ch_names,
             every=every,
         )
-        xs.append(X)
-        ys.append(y)
-    y_all = np.concatenate(ys)
+        out.append((X, y))
+    return out
+
+
+def fit_recipe(
+    recipe: Recipe,
+    recordings: Sequence[TrialRecording],
+    window: WindowSpec,
+    tmin_s: float,
+    tmax_s: float,
+    *,
+    every: int = 4,
+) -> tuple[object, list[str]]:
+    """Fit a recipe's pipeline on the windows of ``recordings``; returns it and its channels."""
+    names = model_channels(recordings[0].stream.info)
+    windows = recipe_windows(recipe, recordings, window, tmin_s, tmax_s, names, every=every)
+    xs = [X for X, _ in windows]
+    y_all = np.concatenate([y for _, y in windows])
     if len(np.unique(y_all)) < 2:
         raise ValueError("The training windows hold a single class; give trials of each.")
     # batched eigendecompositions of small matrices run >10x slower when OpenBLAS threads
