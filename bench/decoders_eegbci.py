@@ -111,14 +111,14 @@ def stream_score(artifact_path: Path, test: TrialRecording) -> float:
 
 def within_splits(task: str, subject: int) -> tuple[list[TrialRecording], TrialRecording] | None:
     runs = (4, 8, 12) if task == "leftright" else (6, 10, 14)
-    have = [r for r in runs if load(subject, r, task) is not None]
-    recs = [load(subject, r, task) for r in have]
-    assert all(r is not None for r in recs)
+    loaded = [load(subject, r, task) for r in runs]
+    recs = [r for r in loaded if r is not None]
+    have = [run for run, r in zip(runs, loaded, strict=True) if r is not None]
     if len(have) == 3:
         return [recs[0], recs[1]], recs[2]
     if len(have) == 2:
         return [recs[0]], recs[1]
-    if len(have) == 1 and recs[0] is not None and SPLIT_SINGLE:
+    if len(have) == 1 and SPLIT_SINGLE:
         return [subset(recs[0], slice(0, 8))], subset(recs[0], slice(8, None))
     return None
 

@@ -35,11 +35,14 @@ import multiprocessing as mp
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import _common
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from neurocast.streaming.engine.results import ResultKind
 
 N_CHANNELS = 306
 SFREQ = 1000.0
@@ -55,7 +58,7 @@ def _lsl_config() -> None:
 
 
 def _pace(
-    chunk: int, push: Callable[[NDArray[np.float32], float], None], push_times: Any, stop: Any
+    chunk: int, push: Callable[[NDArray[np.float32], float], object], push_times: Any, stop: Any
 ) -> None:
     """Push ``chunk`` samples every ``chunk`` ms until ``stop``, recording push times."""
     from neurocast.streaming.sources.base import local_clock
@@ -111,7 +114,7 @@ class _ChannelMean:
         from neurocast.streaming.engine.windows import WindowSpec
 
         self.name = "channel-mean"
-        self.kind = "embedding"
+        self.kind: ResultKind = "embedding"
         self.window = WindowSpec(window_s=0.1, stride_s=0.025)
 
     def preprocessor(self, stream: Any) -> Any:
@@ -175,7 +178,7 @@ def _run_loop(source: Any, chunk: int, seconds: float, push_times: Any) -> NDArr
         write(c)
         arrivals.add(c.data[:, 0], local_clock())
 
-    loop.engine.write = timed_write
+    loop.engine.write = timed_write  # type: ignore[method-assign, assignment]
     since = local_clock() + WARMUP_S
     time.sleep(WARMUP_S + seconds)
     loop.stop()
