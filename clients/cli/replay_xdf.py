@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from neurocast.clients.cli.exit_codes import EXIT_USAGE
-from neurocast.clients.cli.replay import play
+from neurocast.clients.cli.playback import play
 from neurocast.streaming.recording.read import XDFFormatError
 
 
