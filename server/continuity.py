@@ -101,6 +101,8 @@ def public_source_id(source_id: str, data_root: Path | None) -> str:
     the data root becomes relative to it; any other absolute path is cut to its file name.
     """
     prefix, sep, rest = source_id.partition(":")
+    if sep and rest.startswith("//"):  # a URL (fieldtrip://host:port), not a path
+        return source_id
     if sep and Path(rest).is_absolute():
         return f"{prefix}:{_public_path(Path(rest), data_root)}"
     if Path(source_id).is_absolute():
@@ -108,7 +110,9 @@ def public_source_id(source_id: str, data_root: Path | None) -> str:
     return source_id
 
 
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"/:,;()]+/)*[^\s'\"/:,;()]+")
+# an absolute path: a slash not after a word character, a dot, a slash or a colon (which
+# leaves URLs such as fieldtrip://host:port alone)
+_ABSOLUTE_PATH = re.compile(r"(?<![\w./:])/(?:[^\s'\"/:,;()]+/)*[^\s'\"/:,;()]+")
 
 
 def public_text(text: str | None, data_root: Path | None) -> str | None:

@@ -899,6 +899,22 @@ def test_source_fails_clearly_when_channel_count_changes():
         source.close()
 
 
+def test_source_fails_when_a_new_rate_overtook_its_position():
+    # same channels, another rate, more samples than were read: the counts never drop and the
+    # blocks keep their width, so only reading the header again tells the streams apart
+    with _opened_source(_stream(["Fz", "Cz"], "eeg")) as (_, w, source):
+        w.put_data(np.ones((100, 2)))
+        _read_until(source, 100)
+        w.put_header(_stream(["Fz", "Cz"], "eeg", sfreq=500.0))
+        w.put_data(np.ones((150, 2)))
+        with pytest.raises(SourceError, match=r"250 -> 500 Hz.*restart the session"):
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline:  # the header is read again within a second
+                source.read(0.2)
+        assert source.status == "failed"
+        source.close()
+
+
 def test_source_fails_when_a_new_header_was_filled_past_its_position():
     # the reset is invisible in the counts: the new block's width gives it away
     with _opened_source(_stream(["Fz", "Cz"], "eeg")) as (_, w, source):

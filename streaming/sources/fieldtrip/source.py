@@ -73,6 +73,10 @@ class _SampleClock:
 
 #: After a buffer reset or a reconnection, at most this much backlog is read (seconds).
 MAX_BACKLOG_S = 10.0
+HEADER_CHECK_S = 1.0
+"""How often the header is read again while samples flow, in seconds: a new header whose
+samples overtake the reader's position is otherwise invisible (the sample count never drops),
+and its data would be read with the old rate or channel names."""
 
 
 class FieldTripSource:
@@ -102,7 +106,9 @@ class FieldTripSource:
     are flagged as a gap or clock jump); with a different channel count, channel names or
     rate, ``read`` raises
     :class:`~.base.SourceError` and the status is ``"failed"``: the pipeline was built for
-    the old layout, so the session must be restarted. A restart that the reader misses
+    the old layout, so the session must be restarted. The header is also read again every
+    :data:`HEADER_CHECK_S` while samples flow, so a new layout whose samples overtook the
+    reader's position is refused within that time. A restart that the reader misses
     entirely (the server came back and received more samples than this reader had read
     before it reconnected) cannot be told apart from a dropped connection.
 
@@ -125,6 +131,7 @@ class FieldTripSource:
         self._pending: deque[Event] = deque(maxlen=4096)  # events waiting for samples
         self._last_data = 0.0
         self._resync = False
+        self._header_checked_at = 0.0
         self._closed = False
         self._failure: str | None = None
 
@@ -220,9 +227,10 @@ class FieldTripSource:
         raise SourceError(message)
 
     def _read(self, timeout: float) -> Chunk | None:
-        if self._resync:
+        if self._resync or local_clock() - self._header_checked_at > HEADER_CHECK_S:
             self._reread_header(self._conn.run(op_get_header()))
             self._resync = False
+            self._header_checked_at = local_clock()
         first = self._next_sample
         # GET_DAT up to the newest sample travels with WAIT_DAT: the server answers it as soon
         # as the wait ends, without a second round trip (refused when nothing new arrived)
