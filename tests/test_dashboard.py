@@ -80,12 +80,16 @@ const inked = (id) => {
     () => document.querySelector("#presented img") !== null
       && /over [1-9]/.test(document.getElementById("retrieval-accuracy").textContent),
     null, { timeout: 60000 });
-  // the classifier is confident inside a class block: its values change at the next block
+  // the classifier is confident inside a class block: its values change at the next block,
+  // when another class leads (a lead that lasts, unlike a last-digit flicker)
+  const leader = (rows) => rows.reduce((a, b) => (b[1] > a[1] ? b : a))[0];
   await page.waitForFunction(
-    (before) => JSON.stringify([...document.querySelectorAll(".prob-row .prob-value")].map(
-      (v) => v.textContent)) !== before,
-    JSON.stringify(first.probabilities.map(([, p]) => p.toFixed(3))), { timeout: 60000 });
-  await page.waitForTimeout(800);
+    (before) => {
+      const rows = [...document.querySelectorAll(".prob-row")].map((r) => [
+        r.dataset.class, Number(r.querySelector(".prob-value").textContent)]);
+      return rows.length > 0 && rows.reduce((a, b) => (b[1] > a[1] ? b : a))[0] !== before;
+    },
+    leader(first.probabilities), { timeout: 90000 });
   const second = await snapshot();
   const simulatedVisible = await page.isVisible("#simulated-badge");
   const simulatedText = await page.textContent("#simulated-badge");
