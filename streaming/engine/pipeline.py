@@ -199,6 +199,8 @@ class DecodeEngine:
         or later; ``hi`` when none is."""
         stride = self.clock.samples.stride
         oldest_held = self.ring.n_written - self.ring.capacity + 1
+        if lo - 1 >= oldest_held and self.ring.timestamp(lo - 1) >= t_min:
+            return lo  # the usual case: the oldest due window is within the budget
         a, b = 0, (hi - lo) // stride
         while a < b:
             m = (a + b) // 2

@@ -442,8 +442,30 @@ class RingBuffer:
         return Window(data.T, times, start, self.issues_between(start, stop))
 
     def timestamp(self, index: int) -> float:
-        """Timestamp in seconds of the sample at absolute ``index`` (must still be held)."""
-        return float(self.read(index, index + 1).timestamps[0])
+        """Timestamp in seconds of the sample at absolute ``index`` (must still be held).
+
+        Reads the timestamp alone (no copy of the sample's channels): the decode engine asks
+        for several per window.
+
+        Raises
+        ------
+        NotEnoughDataError
+            If the sample is not (or no longer) held.
+        """
+        written = self._n_written
+        if index < 0 or index >= written:
+            raise NotEnoughDataError(
+                f"Sample {index} requested but only {written} have been written; wait for more "
+                "data."
+            )
+        t = float(self._times[index % self.capacity])
+        # the same sequence-lock check as read(): the writer may have lapped this sample
+        if self._n_reserved - self.capacity > index:
+            raise NotEnoughDataError(
+                f"Sample {index} was overwritten while being read; the buffer "
+                f"({self.capacity} samples) is too small for this reader's pace."
+            )
+        return t
 
     def issues_between(self, start: int, stop: int) -> tuple[TimestampIssue, ...]:
         """Issues affecting samples ``start`` to ``stop`` (absolute indices, exclusive)."""
